@@ -1,0 +1,127 @@
+"""Load the articles in corpus/: one Document per readable text file, problems reported by name."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from pathlib import Path
+
+from pydantic import BaseModel
+
+from .types import Document
+
+log = logging.getLogger(__name__)
+
+TEXT_SUFFIXES = {".txt", ".md"}
+TITLE_MAX_CHARS = 120
+
+
+class CorpusProblem(BaseModel):
+    """A file that was not indexed as-is, and what was done about it."""
+
+    name: str
+    action: str  # "skipped", "decoded with replacement", "deduplicated"
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.name}: {self.action} ({self.reason})"
+
+
+class Corpus(BaseModel):
+    documents: list[Document]
+    problems: list[CorpusProblem] = []
+
+    def get(self, doc_id: str) -> Document:
+        for doc in self.documents:
+            if doc.doc_id == doc_id:
+                return doc
+        raise KeyError(doc_id)
+
+
+class EmptyCorpusError(RuntimeError):
+    """Raised when no usable document is found: there is nothing to answer from."""
+
+
+def title_of(text: str, fallback: str) -> str:
+    """The first non-empty line, shortened for display.
+
+    >>> title_of("\\n  Big news  \\nbody", "x")
+    'Big news'
+    """
+    for line in text.splitlines():
+        line = line.strip()
+        if line:
+            if len(line) > TITLE_MAX_CHARS:
+                line = line[: TITLE_MAX_CHARS - 1].rsplit(" ", 1)[0] + "…"
+            return line
+    return fallback
+
+
+def corpus_files(corpus_dir: Path) -> list[Path]:
+    """Every regular file in the folder, sorted by name (hidden files ignored)."""
+    if not corpus_dir.is_dir():
+        return []
+    return sorted(p for p in corpus_dir.iterdir() if p.is_file() and not p.name.startswith("."))
+
+
+def load_corpus(corpus_dir: Path, max_file_bytes: int = 5_000_000) -> Corpus:
+    """Read the corpus folder.
+
+    Nothing is skipped silently: every file that is not indexed unchanged gets a CorpusProblem,
+    which is also logged. Offsets of chunks refer to `Document.text`, the file's bytes decoded.
+
+    Raises:
+        EmptyCorpusError: the folder is missing or holds no usable document.
+    """
+    documents: list[Document] = []
+    problems: list[CorpusProblem] = []
+    seen: dict[str, str] = {}
+    for path in corpus_files(corpus_dir):
+        name = path.name
+        if path.suffix.lower() not in TEXT_SUFFIXES:
+            problems.append(CorpusProblem(name=name, action="skipped", reason="not a .txt or .md file"))
+            continue
+        size = path.stat().st_size
+        if size > max_file_bytes:
+            problems.append(
+                CorpusProblem(name=name, action="skipped", reason=f"{size} bytes is over the {max_file_bytes}-byte limit")
+            )
+            continue
+        data = path.read_bytes()
+        if b"\x00" in data:
+            problems.append(CorpusProblem(name=name, action="skipped", reason="binary file (contains NUL bytes)"))
+            continue
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as err:
+            text = data.decode("utf-8", errors="replace")
+            problems.append(
+                CorpusProblem(name=name, action="decoded with replacement", reason=f"not valid UTF-8 ({err.reason} at byte {err.start})")
+            )
+        if text.startswith("\ufeff"):
+            text = text[1:]  # a BOM is not content; offsets are into the text without it
+        if not text.strip():
+            problems.append(CorpusProblem(name=name, action="skipped", reason="empty or whitespace only"))
+            continue
+        digest = hashlib.sha256(data).hexdigest()
+        if digest in seen:
+            problems.append(CorpusProblem(name=name, action="deduplicated", reason=f"same content as {seen[digest]}"))
+            continue
+        seen[digest] = name
+        documents.append(
+            Document(doc_id=path.stem, title=title_of(text, path.stem), text=text, path=str(path), sha256=digest)
+        )
+    for problem in problems:
+        log.warning("corpus: %s", problem)
+    if not documents:
+        raise EmptyCorpusError(
+            f"No usable documents in {corpus_dir}: add UTF-8 .txt or .md articles there"
+            + (f" (problems: {'; '.join(map(str, problems))})" if problems else "")
+        )
+    return Corpus(documents=documents, problems=problems)
+
+
+def read_document_text(path: Path) -> str:
+    """The text offsets refer to, for a corpus file (same decoding as load_corpus)."""
+    text = path.read_bytes().decode("utf-8", errors="replace")
+    return text[1:] if text.startswith("\ufeff") else text

@@ -1,0 +1,302 @@
+"""answer(): question -> retrieval -> evidence -> refusal gate -> generation -> checked citations."""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+import unicodedata
+from collections.abc import Iterator
+
+from .citations import best_supporting, check_grounding, cited_numbers, drop_bad_markers, to_citation
+from .config import Settings
+from .corpus import Corpus, load_corpus
+from .embedding import Embedder
+from .generation import Generation, Generator, make_generator
+from .index import Index, ensure_index
+from .prompt import REFUSAL, build_messages
+from .refusal import Signals, is_refusal, signals, unanswerable
+from .retrieval import Retriever
+from .text import terms
+from .types import Answer, Citation, Evidence
+
+log = logging.getLogger(__name__)
+
+REFUSAL_TEXT = "The articles don't say. I couldn't find this in the indexed articles."
+_INVISIBLE = re.compile(r"[\u200b-\u200f\u202a-\u202e\u2060-\u2064\ufeff]")
+
+
+def clean_question(question: str, max_chars: int) -> str:
+    """Validate and normalise a user question.
+
+    Control and zero-width characters are removed (they change nothing a reader sees but
+    can split words for the tokenizers); the length limit is checked before any tokenising.
+
+    Raises:
+        ValueError: the question is not a string, is empty, or is longer than `max_chars`.
+    """
+    if not isinstance(question, str):
+        raise ValueError(f"The question must be text, not {type(question).__name__}.")
+    if len(question) > max_chars:
+        raise ValueError(f"The question is {len(question)} characters long; the limit is {max_chars}.")
+    question = _INVISIBLE.sub("", question)
+    question = "".join(ch if ch in "\n\t" or unicodedata.category(ch)[0] != "C" else " " for ch in question)
+    question = unicodedata.normalize("NFC", " ".join(question.split()))
+    if not question:
+        raise ValueError("The question is empty: type a question about the articles.")
+    return question
+
+
+class Pipeline:
+    """Everything answer() needs, loaded once and shared by all threads.
+
+    Settings come in the constructor; heavy parts (models, index) load on first use or in
+    warm_up(), so importing rag or building a Pipeline is instant.
+    """
+
+    def __init__(self, settings: Settings | None = None, generator: Generator | None = None) -> None:
+        self.settings = settings or Settings()
+        self._generator = generator
+        self._lock = threading.RLock()
+        self._corpus: Corpus | None = None
+        self._embedder: Embedder | None = None
+        self._index: Index | None = None
+        self._retriever: Retriever | None = None
+
+    # -- lazy parts ----------------------------------------------------------------------
+    @property
+    def corpus(self) -> Corpus:
+        with self._lock:
+            if self._corpus is None:
+                self._corpus = load_corpus(self.settings.corpus_dir, self.settings.max_file_bytes)  # type: ignore[arg-type]
+            return self._corpus
+
+    @property
+    def embedder(self) -> Embedder:
+        with self._lock:
+            if self._embedder is None:
+                self._embedder = Embedder(self.settings.embedding_path)
+            return self._embedder
+
+    @property
+    def index(self) -> Index:
+        with self._lock:
+            if self._index is None:
+                self._index = ensure_index(self.corpus, self.embedder, self.settings)
+            return self._index
+
+    @property
+    def retriever(self) -> Retriever:
+        with self._lock:
+            if self._retriever is None:
+                self._retriever = Retriever(self.index, self.embedder, self.settings.hybrid, self.settings.rrf_k)
+            return self._retriever
+
+    @property
+    def generator(self) -> Generator:
+        with self._lock:
+            if self._generator is None:
+                self._generator = make_generator(self.settings)
+            return self._generator
+
+    def warm_up(self) -> None:
+        """Load everything and run one tiny generation so the first user pays nothing."""
+        self.retriever._bm25()
+        self.embedder.encode_query("warm up")
+        if self.settings.use_llm:
+            for _ in self.generator.stream([{"role": "user", "content": "Hi"}], max_new_tokens=1):
+                pass
+
+    def title(self, doc_id: str) -> str:
+        return self.index.documents[doc_id].title
+
+    # -- answering -----------------------------------------------------------------------
+    def answer(self, question: str, top_k: int | None = None, searched: str | None = None) -> Answer:
+        """The final Answer (the streamed pieces are consumed internally)."""
+        for item in self.stream(question, top_k=top_k, searched=searched):
+            if isinstance(item, Answer):
+                return item
+        raise RuntimeError("the pipeline ended without an answer")  # pragma: no cover
+
+    def stream(self, question: str, top_k: int | None = None, searched: str | None = None) -> Iterator[str | Answer]:
+        """Yield generated text pieces as they arrive, then the checked Answer.
+
+        The final Answer may differ from the streamed text: when the grounding check fails it
+        is replaced by an extractive answer, and invalid markers are removed.
+        `searched` is the standalone form of a follow-up question, used for retrieval.
+        """
+        s = self.settings
+        timings: dict[str, float] = {}
+        t0 = time.perf_counter()
+        question = clean_question(question, s.max_question_chars)
+        query = clean_question(searched, s.max_question_chars) if searched else question
+
+        t = time.perf_counter()
+        hits = self.retriever.search(query, top_k or s.top_k)
+        evidence = self.retriever.evidence(query, hits, s.evidence_k)
+        timings["retrieve"] = time.perf_counter() - t
+
+        sig = signals(
+            query,
+            [e.sentence.text for e in evidence],
+            max((e.dense for e in evidence), default=0.0),
+            self.retriever.coverage(query, evidence),
+        )
+        base = dict(question=question, searched=query)
+        why = unanswerable(sig)
+        if why:
+            timings["total"] = time.perf_counter() - t0
+            yield self._refused(base, why, evidence, sig, timings)
+            return
+
+        if not s.use_llm:
+            timings["total"] = time.perf_counter() - t0
+            yield self._extractive(base, query, evidence, "LLM disabled in settings", sig, timings)
+            return
+
+        t = time.perf_counter()
+        messages = build_messages(query, evidence)
+        generation: Generation | None = None
+        for piece in self.generator.stream(messages, s.max_new_tokens):
+            if isinstance(piece, Generation):
+                generation = piece
+            else:
+                yield piece
+        assert generation is not None
+        timings["generate"] = time.perf_counter() - t
+        timings["first_token"] = generation.first_token_s
+        yield self._finish(base, query, evidence, generation, sig, timings, t0)
+
+    # -- the three ways an answer ends ---------------------------------------------------
+    def _finish(
+        self, base: dict, query: str, evidence: list[Evidence], gen: Generation, sig: Signals, timings: dict, t0: float
+    ) -> Answer:
+        raw = _first_paragraph(gen.text)
+        if is_refusal(raw):
+            # the model's "not in the passages" is trusted only when the evidence is weak;
+            # otherwise it is the 135M model giving up on a real answer, so we extract instead
+            if sig.coverage < 0.75:
+                timings["total"] = time.perf_counter() - t0
+                return self._refused(base, f"the model found no answer in the passages ({_signal_text(sig)})", evidence, sig, timings, gen.prompt_tokens)
+            timings["total"] = time.perf_counter() - t0
+            return self._extractive(base, query, evidence, "the model declined despite strong evidence", sig, timings, gen.prompt_tokens)
+        text = drop_bad_markers(raw, len(evidence))
+        numbers_used = cited_numbers(text, len(evidence))
+        how = "cited by the model"
+        if not numbers_used:
+            numbers_used = best_supporting(text, evidence)
+            text = f"{text.rstrip()} " + "".join(f"[{n}]" for n in numbers_used)
+            how = "no marker from the model; attached the passage(s) holding its numbers and names"
+        cited_texts = [evidence[n - 1].sentence.text for n in numbers_used]
+        if self.settings.grounding_check:
+            grounding = check_grounding(text, cited_texts, query)
+            if not grounding.ok:
+                # maybe the model cited the wrong passage: accept if all the evidence grounds it
+                whole = check_grounding(text, [e.sentence.text for e in evidence], query)
+                if whole.ok:
+                    numbers_used = best_supporting(text, evidence)
+                    text = drop_bad_markers(re.sub(r"\[\d+\]", "", text), 0).rstrip() + " " + "".join(f"[{n}]" for n in numbers_used)
+                    how = "model's marker pointed at the wrong passage; re-attached the supporting one"
+                else:
+                    timings["total"] = time.perf_counter() - t0
+                    reason = f"generated answer not grounded (missing {grounding.missing or 'content'}, support {grounding.support})"
+                    return self._extractive(base, query, evidence, reason, sig, timings, gen.prompt_tokens)
+        timings["total"] = time.perf_counter() - t0
+        return Answer(
+            **base,
+            text=text,
+            citations=[self._cite(n, evidence[n - 1]) for n in numbers_used],
+            path="generated",
+            reason=f"{how}; {_signal_text(sig)}",
+            timings=_rounded(timings),
+            prompt_tokens=gen.prompt_tokens,
+        )
+
+    def _extractive(
+        self, base: dict, query: str, evidence: list[Evidence], reason: str, sig: Signals, timings: dict, prompt_tokens: int = 0
+    ) -> Answer:
+        """Quote the best-supporting sentence; add the next one if it covers key terms the
+        first lacks (a two-part question often needs two sentences)."""
+        chosen = [1]
+        q_terms = set(terms(query))
+        got = set(terms(evidence[0].sentence.text))
+        for n, e in enumerate(evidence[1:], start=2):
+            new = (q_terms - got) & set(terms(e.sentence.text))
+            if new and e.score >= evidence[0].score - 0.25:
+                chosen.append(n)
+                break
+        text = " ".join(f"{_one_line(evidence[n - 1].sentence.text)} [{n}]" for n in chosen)
+        return Answer(
+            **base,
+            text=text,
+            citations=[self._cite(n, evidence[n - 1]) for n in chosen],
+            path="extractive",
+            reason=f"{reason}; {_signal_text(sig)}",
+            timings=_rounded(timings),
+            prompt_tokens=prompt_tokens,
+        )
+
+    def _refused(
+        self, base: dict, why: str, evidence: list[Evidence], sig: Signals, timings: dict, prompt_tokens: int = 0
+    ) -> Answer:
+        return Answer(
+            **base,
+            text=REFUSAL_TEXT,
+            citations=[],
+            closest=[self._cite(n, e) for n, e in enumerate(evidence[:2], start=1)],
+            refused=True,
+            path="refused",
+            reason=f"{why}; {_signal_text(sig)}",
+            timings=_rounded(timings),
+            prompt_tokens=prompt_tokens,
+        )
+
+    def _cite(self, n: int, e: Evidence) -> Citation:
+        return to_citation(n, e, self.title(e.sentence.doc_id))
+
+
+def _first_paragraph(text: str) -> str:
+    """The answer's first line, with a leading "[2] ..." list marker moved to its end."""
+    text = text.strip()
+    if not text:
+        return REFUSAL
+    line = text.split("\n", 1)[0].strip()
+    lead = re.match(r"^((?:\[\d+\]\s*)+)(.+)$", line)
+    if lead:
+        line = f"{lead.group(2).strip()} {lead.group(1).strip()}"
+    return line
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _signal_text(s: Signals) -> str:
+    return f"cosine {s.dense:.2f}, coverage {s.coverage:.2f}"
+
+
+def _rounded(timings: dict[str, float]) -> dict[str, float]:
+    return {k: round(v, 4) for k, v in timings.items()}
+
+
+_default: Pipeline | None = None
+_default_lock = threading.Lock()
+
+
+def default_pipeline() -> Pipeline:
+    """The process-wide pipeline behind rag.answer(), created on first use."""
+    global _default
+    with _default_lock:
+        if _default is None:
+            _default = Pipeline()
+        return _default
+
+
+def answer(question: str, top_k: int | None = None) -> Answer:
+    """Answer a question from the articles in corpus/, with citations.
+
+    Raises:
+        ValueError: the question is empty or over the length limit.
+    """
+    return default_pipeline().answer(question, top_k=top_k)

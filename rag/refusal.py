@@ -1,0 +1,61 @@
+"""Answerability: measured signals that decide when to say "the articles don't say"."""
+
+from __future__ import annotations
+
+import re
+
+from pydantic import BaseModel
+
+from .text import normalize, numbers
+
+# Calibrated on tests/golden (see benchmarks/calibrate.py and the eval report's threshold curve).
+MIN_DENSE = 0.30
+MIN_COVERAGE = 0.45
+STRONG_DENSE = 0.55
+
+REFUSAL_PATTERNS = re.compile(
+    r"(do(es)? not (say|mention|contain|provide|specify|state|include)|don't (say|mention)|not (mentioned|stated|specified|provided|given)|"
+    r"no (information|mention)|cannot (answer|be determined)|can't answer|unable to (answer|determine)|not in the (articles|passages))"
+)
+_NUMERIC_QUESTION = re.compile(
+    r"\b(how (much|many|big|large|old|long)|what (percentage|percent|share|proportion|amount|sum|figure|number|year|date|salary)|"
+    r"when|which year|what was the (value|cost|price|size|valuation))\b"
+)
+
+
+class Signals(BaseModel):
+    """What the decision looks at; kept on the Answer's reason and in eval rows."""
+
+    dense: float  # best cosine of question and an evidence sentence
+    coverage: float  # IDF-weighted share of the question's key terms in the evidence
+    wants_number: bool
+    has_number: bool
+
+
+def wants_number(question: str) -> bool:
+    return bool(_NUMERIC_QUESTION.search(normalize(question)))
+
+
+def signals(question: str, evidence_texts: list[str], dense: float, coverage: float) -> Signals:
+    return Signals(
+        dense=round(dense, 4),
+        coverage=round(coverage, 4),
+        wants_number=wants_number(question),
+        has_number=any(numbers(t) for t in evidence_texts),
+    )
+
+
+def unanswerable(s: Signals, min_dense: float = MIN_DENSE, min_coverage: float = MIN_COVERAGE) -> str | None:
+    """The reason to refuse before generating, or None when the evidence may hold the answer."""
+    if s.dense < min_dense:
+        return f"no passage is close to the question (best cosine {s.dense:.2f} < {min_dense})"
+    if s.coverage < min_coverage and s.dense < STRONG_DENSE:
+        return f"the passages miss the question's key terms (coverage {s.coverage:.2f} < {min_coverage})"
+    if s.wants_number and not s.has_number:
+        return "the question asks for a number and no passage gives one"
+    return None
+
+
+def is_refusal(text: str) -> bool:
+    """Whether the model's own words say the passages lack the answer."""
+    return bool(REFUSAL_PATTERNS.search(normalize(text)))

@@ -1,0 +1,123 @@
+"""Question -> ranked chunks (dense + BM25, fused by reciprocal rank) -> evidence sentences."""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections import Counter
+
+import bm25s
+import numpy as np
+
+from .embedding import Embedder
+from .index import Index
+from .text import terms
+from .types import Evidence, Hit
+
+
+class _BM25:
+    """bm25s over our own stemmed terms, so BM25 and the overlap signal see the same words."""
+
+    def __init__(self, texts: list[str]) -> None:
+        tokenized = [terms(t) or ["∅"] for t in texts]
+        vocab: dict[str, int] = {}
+        ids = [[vocab.setdefault(tok, len(vocab)) for tok in doc] for doc in tokenized]
+        self.vocab = vocab
+        self.model = bm25s.BM25()
+        self.model.index(bm25s.tokenization.Tokenized(ids=ids, vocab=vocab), show_progress=False)
+        n = len(texts)
+        df = Counter(tok for doc in tokenized for tok in set(doc))
+        self.idf = {tok: math.log(1 + (n - c + 0.5) / (c + 0.5)) for tok, c in df.items()}
+        self.default_idf = math.log(1 + (n + 0.5) / 0.5)
+
+    def scores(self, query_terms: list[str]) -> np.ndarray:
+        known = [t for t in query_terms if t in self.vocab]
+        if not known:
+            return np.zeros(self.model.scores["num_docs"], dtype=np.float32)
+        return np.asarray(self.model.get_scores(known), dtype=np.float32)
+
+
+class Retriever:
+    """Hybrid retrieval over an Index. Settings in the constructor, the question in the call."""
+
+    def __init__(self, index: Index, embedder: Embedder, hybrid: bool = True, rrf_k: int = 60) -> None:
+        self.index = index
+        self.embedder = embedder
+        self.hybrid = hybrid
+        self.rrf_k = rrf_k
+        self._lock = threading.Lock()
+        self._chunk_bm25: _BM25 | None = None
+        self._sentence_bm25: _BM25 | None = None
+        self._sentence_terms = [set(terms(s.text)) for s in index.sentences]
+
+    def _bm25(self) -> tuple[_BM25, _BM25]:
+        with self._lock:
+            if self._chunk_bm25 is None:
+                self._chunk_bm25 = _BM25([c.text for c in self.index.chunks])
+                self._sentence_bm25 = _BM25([s.text for s in self.index.sentences])
+        return self._chunk_bm25, self._sentence_bm25  # type: ignore[return-value]
+
+    def search(self, question: str, k: int) -> list[Hit]:
+        """Top-k chunks. Dense cosine and BM25 each rank all chunks; RRF fuses the ranks
+        (score = sum of 1/(rrf_k + rank)), which needs no score calibration between the two."""
+        q = self.embedder.encode_query(question)
+        n = self.index.chunk_vectors.ntotal
+        dense_scores, dense_ids = self.index.chunk_vectors.search(q[None, :], n)
+        dense = np.zeros(n, dtype=np.float32)
+        dense[dense_ids[0]] = dense_scores[0]
+        fused = np.zeros(n, dtype=np.float64)
+        for rank, i in enumerate(dense_ids[0]):
+            fused[i] += 1.0 / (self.rrf_k + rank + 1)
+        bm25 = np.zeros(n, dtype=np.float32)
+        if self.hybrid:
+            bm25 = self._bm25()[0].scores(terms(question))
+            order = np.argsort(-bm25, kind="stable")
+            for rank, i in enumerate(order):
+                if bm25[i] <= 0:
+                    break
+                fused[i] += 1.0 / (self.rrf_k + rank + 1)
+        top = np.argsort(-fused, kind="stable")[:k]
+        return [
+            Hit(chunk=self.index.chunks[i], score=float(fused[i]), dense=float(dense[i]), bm25=float(bm25[i]))
+            for i in top
+        ]
+
+    def evidence(self, question: str, hits: list[Hit], n: int) -> list[Evidence]:
+        """The n sentences of the retrieved chunks that best support an answer.
+
+        A sentence's score is its cosine with the question plus the IDF-weighted share of the
+        question's key terms it contains, plus a small bonus for sentences of higher-ranked
+        chunks. Reading 1-3 sentences instead of whole chunks keeps the 135M model on topic
+        and the prompt short (prefill time dominates on CPU).
+        """
+        q = self.embedder.encode_query(question)
+        q_terms = set(terms(question))
+        bm25 = self._bm25()[1]
+        weights = {t: bm25.idf.get(t, bm25.default_idf) for t in q_terms}
+        total = sum(weights.values()) or 1.0
+        chunk_rank = {h.chunk.chunk_id: r for r, h in enumerate(hits)}
+        spans = [(h.chunk.doc_id, h.chunk.start, h.chunk.end, h.chunk.chunk_id) for h in hits]
+        candidates: dict[int, tuple[float, float, float]] = {}
+        for s in self.index.sentences:
+            ranks = [chunk_rank[cid] for doc, a, b, cid in spans if s.doc_id == doc and s.start < b and s.end > a]
+            if not ranks:
+                continue
+            vec = self.index.sentence_vectors.reconstruct(s.sentence_id)
+            dense = float(np.dot(q, vec))
+            overlap = sum(w for t, w in weights.items() if t in self._sentence_terms[s.sentence_id]) / total
+            score = dense + 0.5 * overlap + 0.05 / (1 + min(ranks))
+            candidates[s.sentence_id] = (score, dense, overlap)
+        best = sorted(candidates.items(), key=lambda kv: -kv[1][0])[:n]
+        return [
+            Evidence(sentence=self.index.sentences[sid], score=sc, dense=d, overlap=o) for sid, (sc, d, o) in best
+        ]
+
+    def coverage(self, question: str, evidence: list[Evidence]) -> float:
+        """IDF-weighted share of the question's key terms found anywhere in the evidence."""
+        q_terms = set(terms(question))
+        if not q_terms:
+            return 0.0
+        bm25 = self._bm25()[1]
+        weights = {t: bm25.idf.get(t, bm25.default_idf) for t in q_terms}
+        present = set().union(*(self._sentence_terms[e.sentence.sentence_id] for e in evidence)) if evidence else set()
+        return sum(w for t, w in weights.items() if t in present) / (sum(weights.values()) or 1.0)

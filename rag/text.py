@@ -1,0 +1,87 @@
+"""Shared word handling: the tokens BM25, evidence scoring and the grounding check agree on."""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from functools import lru_cache
+
+import Stemmer
+from bm25s.stopwords import STOPWORDS_EN_PLUS
+
+# Words that carry no content in a question: the question frame and very common verbs.
+QUESTION_WORDS = frozenset(
+    """what which who whom whose when where why how did does do was were is are has have had
+    according article articles say said says tell told much many according named name called
+    kind type one ones also about get got make made per the a an of""".split()
+)
+STOPWORDS = frozenset(STOPWORDS_EN_PLUS) | QUESTION_WORDS
+
+_WORD = re.compile(r"[0-9]+(?:[.,][0-9]+)*|[^\W\d_]+(?:['’][^\W\d_]+)*", re.UNICODE)
+_stemmer = Stemmer.Stemmer("english")
+
+
+def normalize(text: str) -> str:
+    """NFKC-fold, lower-case and unify quotes, so 'Meta’s' and "Meta's" compare equal."""
+    text = unicodedata.normalize("NFKC", text).lower()
+    return text.replace("’", "'").replace("‘", "'").replace("“", '"').replace("”", '"')
+
+
+@lru_cache(maxsize=65536)
+def stem(word: str) -> str:
+    return _stemmer.stemWord(word)
+
+
+def words(text: str) -> list[str]:
+    """Lower-cased word and number tokens, possessives dropped.
+
+    >>> words("Meta’s $14.3 billion deal")
+    ['meta', '14.3', 'billion', 'deal']
+    """
+    out = []
+    for token in _WORD.findall(normalize(text)):
+        if token.endswith("'s"):
+            token = token[:-2]
+        out.append(token.replace(",", "") if token[0].isdigit() else token)
+    return out
+
+
+def terms(text: str) -> list[str]:
+    """Stemmed content terms (stopwords and question words removed)."""
+    return [stem(w) for w in words(text) if w not in STOPWORDS]
+
+
+NUMBER_WORDS = {
+    "one": "1", "two": "2", "three": "3", "four": "4", "five": "5", "six": "6", "seven": "7",
+    "eight": "8", "nine": "9", "ten": "10", "eleven": "11", "twelve": "12", "fifteen": "15",
+    "twenty": "20", "fifty": "50", "hundred": "100",
+}
+
+
+def numbers(text: str) -> set[str]:
+    """Numbers mentioned, normalised ('1,000' -> '1000', '4.30' -> '4.3', 'two' -> '2')."""
+    found = set()
+    for w in words(text):
+        if w[0].isdigit():
+            n = w.rstrip(".")
+            if "." in n:
+                n = n.rstrip("0").rstrip(".")
+            found.add(n)
+        elif w in NUMBER_WORDS:
+            found.add(NUMBER_WORDS[w])
+    return found
+
+
+def proper_names(text: str) -> set[str]:
+    """Capitalised words that do not start a sentence: a cheap stand-in for named entities.
+
+    >>> sorted(proper_names("He said Meta hired Alexandr Wang. The deal closed."))
+    ['alexandr', 'meta', 'wang']
+    """
+    names = set()
+    for sentence in re.split(r"(?<=[.!?:])\s+|\n+", text):
+        tokens = re.findall(r"[^\W\d_][\w'’-]*", sentence)
+        for token in tokens[1:]:
+            if token[0].isupper() and token.lower() not in STOPWORDS:
+                names.add(normalize(token).split("'")[0])
+    return names

@@ -1,0 +1,84 @@
+"""Typed objects passed between the stages: documents, spans, hits, citations, answers."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+
+class Document(BaseModel):
+    """One corpus file. `text` is the file's bytes decoded as UTF-8, unchanged, so offsets hold."""
+
+    doc_id: str
+    title: str
+    text: str
+    path: str
+    sha256: str
+
+
+class Chunk(BaseModel):
+    """A sentence-aligned span of a document: `document.text[start:end] == text`."""
+
+    doc_id: str
+    chunk_id: int
+    text: str
+    start: int
+    end: int
+
+
+class Sentence(BaseModel):
+    """One sentence of a document, the unit of evidence the LLM reads and a citation quotes."""
+
+    doc_id: str
+    sentence_id: int
+    chunk_id: int = Field(description="first chunk that contains this sentence")
+    text: str
+    start: int
+    end: int
+
+
+class Hit(BaseModel):
+    """A retrieved chunk with the scores that ranked it."""
+
+    chunk: Chunk
+    score: float = Field(description="fused reciprocal-rank score")
+    dense: float = Field(description="cosine similarity of question and chunk")
+    bm25: float = 0.0
+
+
+class Evidence(BaseModel):
+    """A sentence chosen to show the LLM, with its support score for the question."""
+
+    sentence: Sentence
+    score: float
+    dense: float
+    overlap: float = Field(description="share of the question's key terms present in the sentence")
+
+
+class Citation(BaseModel):
+    """A numbered source of an answer: a verbatim passage of a corpus file."""
+
+    n: int
+    doc_id: str
+    title: str
+    chunk_id: int
+    text: str
+    start: int
+    end: int
+    score: float
+
+
+class Answer(BaseModel):
+    """What `rag.answer()` returns: text with [n] markers and the passages they point at."""
+
+    question: str
+    text: str
+    citations: list[Citation] = []
+    closest: list[Citation] = Field([], description="for a refusal: the nearest passages, shown as 'related'")
+    refused: bool = False
+    path: Literal["generated", "extractive", "refused"] = "generated"
+    reason: str = Field("", description="why this path was taken (grounding or refusal signal)")
+    searched: str = Field("", description="the standalone question used for retrieval")
+    timings: dict[str, float] = {}
+    prompt_tokens: int = 0
