@@ -55,12 +55,15 @@ class Pipeline:
     warm_up(), so importing rag or building a Pipeline is instant.
     """
 
-    def __init__(self, settings: Settings | None = None, generator: Generator | None = None) -> None:
+    def __init__(
+        self, settings: Settings | None = None, generator: Generator | None = None, embedder: Embedder | None = None
+    ) -> None:
+        """`generator` and `embedder` may be shared between pipelines (tests, several corpora)."""
         self.settings = settings or Settings()
         self._generator = generator
         self._lock = threading.RLock()
         self._corpus: Corpus | None = None
-        self._embedder: Embedder | None = None
+        self._embedder: Embedder | None = embedder
         self._index: Index | None = None
         self._retriever: Retriever | None = None
 

@@ -44,9 +44,7 @@ def generator() -> TransformersGenerator:
 def pipeline(tmp_path_factory, embedder, generator) -> Pipeline:
     """The real pipeline over a copy of the real corpus, index built in a session tmp dir."""
     settings = make_settings(tmp_path_factory.mktemp("rag"))
-    p = Pipeline(settings, generator=generator)
-    p._embedder = embedder
-    return p
+    return Pipeline(settings, generator=generator, embedder=embedder)
 
 
 @pytest.fixture
