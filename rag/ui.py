@@ -226,8 +226,14 @@ def render_source(document: Document | None, citation: Citation | None = None) -
 
 
 def answer_json(answer: Answer) -> dict[str, Any]:
-    """The structured form the API returns: text, refused, citations, closest, searched, ..."""
-    return answer.model_dump(mode="json")
+    """The structured form the API returns: text, refused, citations, closest, searched, ...
+
+    `Answer.path` is returned as `answer_path`: gradio_client takes any dict with a string
+    "path" key for a file to download, and would fail fetching "generated".
+    """
+    data = answer.model_dump(mode="json")
+    data["answer_path"] = data.pop("path")
+    return data
 
 
 # -- the app -----------------------------------------------------------------------------
@@ -296,7 +302,7 @@ def build(pipeline: Pipeline) -> gr.Blocks:
             top_k: passages retrieved (default from the settings).
 
         Returns:
-            The Answer as a dict: text (with [n] markers), refused, path, searched,
+            The Answer as a dict: text (with [n] markers), refused, answer_path, searched,
             citations and closest (n, doc_id, title, text, start, end, score), timings.
         """
         searched = rewrite(question, list(history or [])[-MAX_TURNS:])
