@@ -68,11 +68,13 @@ def free_port() -> int:
 
 
 @contextmanager
-def running_app(root: Path, extra_docs: dict[str, str] | None = None) -> Iterator[str]:
+def running_app(root: Path, extra_docs: dict[str, str] | None = None, index_from: Path | None = None) -> Iterator[str]:
     """Start `python -m rag serve` on a free loopback port over a copy of the corpus in `root`.
 
-    `extra_docs` (file name -> text) are added to the copy. Yields the app's URL once it
-    answers HTTP (bounded wait); the process is killed at exit, and its log is shown on failure.
+    `extra_docs` (file name -> text) are added to the copy. `index_from` is an index folder
+    built for the same corpus, copied in to save the app a rebuild (it still checks the
+    manifest and rebuilds on any mismatch). Yields the app's URL once it answers HTTP
+    (bounded wait); the process is killed at exit, and its log is shown on failure.
     """
     import os
     import subprocess
@@ -84,6 +86,8 @@ def running_app(root: Path, extra_docs: dict[str, str] | None = None) -> Iterato
     shutil.copytree(CORPUS, corpus_dir)
     for name, text in (extra_docs or {}).items():
         (corpus_dir / name).write_text(text, encoding="utf-8")
+    if index_from is not None:
+        shutil.copytree(index_from, root / "index", symlinks=True)
     port = free_port()
     env = dict(
         os.environ,
@@ -123,9 +127,13 @@ def running_app(root: Path, extra_docs: dict[str, str] | None = None) -> Iterato
 
 
 @pytest.fixture(scope="session")
-def app_url(tmp_path_factory) -> Iterator[str]:
-    """One chat app over a copy of corpus/, shared by the UI and client tests."""
-    with running_app(tmp_path_factory.mktemp("app")) as url:
+def app_url(tmp_path_factory, pipeline) -> Iterator[str]:
+    """One chat app over a copy of corpus/, shared by the UI and client tests.
+
+    It starts from a copy of the session pipeline's index (same corpus, same settings).
+    """
+    pipeline.index  # built once per session, shared with the other slow tests
+    with running_app(tmp_path_factory.mktemp("app"), index_from=pipeline.settings.index_dir) as url:
         yield url
 
 
