@@ -179,7 +179,7 @@ def render_answer(turn: Turn, show_sources: bool = True) -> str:
             closest = ('<div class="rag-closest-h">Closest passages (they do not answer it):</div>'
                        + _source_list("close", turn.id, a.closest))
         return ('<div class="rag-refusal"><div class="rag-notice">The articles don’t cover this question.</div>'
-                f"<div>{_esc(a.text)}</div>{closest}{searched}</div>")
+                f"{closest}{searched}</div>")
     numbers = {c.n for c in a.citations}
 
     def marker(m: re.Match[str]) -> str:
@@ -269,6 +269,10 @@ def build(pipeline: Pipeline) -> gr.Blocks:
             gr.Warning(str(err))
             yield message, render_messages(turns, show_sources), turns
             return
+        except Exception as err:  # keep the chat usable, and say what failed
+            log.exception("answering %r failed", question)
+            yield message, render_messages(turns, show_sources), turns
+            raise gr.Error(f"Answering failed: {err}") from err
         assert answer is not None
         turn = Turn(id=(turns[-1].id + 1) if turns else 1, question=question, answer=answer)
         turns = (list(turns) + [turn])[-MAX_TURNS:]

@@ -99,6 +99,7 @@ def test_refusal_looks_different(page):
     ask(page, "What is the boiling point of mercury?")
     refusal = page.locator("#rag-chat .rag-refusal").last
     assert "don’t cover" in refusal.locator(".rag-notice").inner_text()
+    assert refusal.locator(".rag-cite-mark").count() == 0
     assert page.locator("#rag-chat .rag-answer").count() == 0
     closest = refusal.locator(".rag-sources a")
     if closest.count():  # the nearest passages open in the viewer like citations
@@ -125,3 +126,13 @@ def test_start_screen_examples_settings_and_clear(page):
     page.click("#rag-clear")
     page.wait_for_function("() => document.querySelectorAll('#rag-chat .rag-user').length === 0", timeout=10_000)
     assert page.locator("#rag-chat button.example").count() >= 1
+
+
+def test_empty_and_too_long_questions_warn_and_keep_the_chat(page):
+    page.click("#rag-ask")
+    page.get_by_text("Type a question about the articles first.").wait_for(timeout=10_000)
+    page.fill("#rag-question textarea", "x" * 2100)
+    page.click("#rag-ask")
+    page.get_by_text("The question is 2100 characters long; the limit is 2000.").wait_for(timeout=30_000)
+    assert page.locator("#rag-chat .rag-user").count() == 0
+    assert len(page.input_value("#rag-question textarea")) == 2100  # given back to edit
