@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 MAX_TURNS = 8  # turns kept in a session: the chat shown, and the frame for follow-ups
 QUOTE_CHARS = 160  # length of the quote shown under an answer
 TITLE_CHARS = 60  # length of a title in the page's one-line description
+MAX_TOP_K = 20  # the slider's and the API's upper bound (Settings.top_k allows 1..20)
 QUEUE_SIZE = 16  # waiting requests beyond this get "queue is full, try again"
 
 # Example questions for the articles shipped in corpus/. An example is shown only when the
@@ -309,6 +310,8 @@ def build(pipeline: Pipeline) -> gr.Blocks:
             The Answer as a dict: text (with [n] markers), refused, answer_path, searched,
             citations and closest (n, doc_id, title, text, start, end, score), timings.
         """
+        if top_k is not None and not 1 <= top_k <= MAX_TOP_K:
+            raise gr.Error(f"top_k must be between 1 and {MAX_TOP_K}, not {top_k}.")
         searched = rewrite(question, list(history or [])[-MAX_TURNS:])
         try:
             return answer_json(pipeline.answer(question, top_k=top_k, searched=searched or None))
@@ -317,7 +320,9 @@ def build(pipeline: Pipeline) -> gr.Blocks:
 
     examples = [{"text": q} for q in example_questions(documents)]
     with gr.Blocks(title=page_title, fill_width=True) as demo:
-        gr.Markdown(f"## {html.escape(page_title)}\n<div class='rag-desc'>{html.escape(description)}</div>")
+        gr.Markdown(
+            f"## {html.escape(page_title)}\n<div class='rag-desc'>{html.escape(description)}</div>", latex_delimiters=[]
+        )
         turns = gr.State([])
         with gr.Row(equal_height=False):
             with gr.Column(scale=3, min_width=380):
@@ -343,7 +348,7 @@ def build(pipeline: Pipeline) -> gr.Blocks:
                 with gr.Row():
                     clear_btn = gr.Button("Clear chat", size="sm", elem_id="rag-clear")
                 with gr.Accordion("Settings", open=False):
-                    top_k = gr.Slider(1, 20, value=default_k, step=1, label="Passages retrieved (top-k)", elem_id="rag-topk")
+                    top_k = gr.Slider(1, MAX_TOP_K, value=default_k, step=1, label="Passages retrieved (top-k)", elem_id="rag-topk")
                     show_sources = gr.Checkbox(True, label="Show sources", elem_id="rag-show-sources")
             with gr.Column(scale=2, min_width=320, elem_id="rag-viewer-col") as viewer_col:
                 viewer = gr.HTML(

@@ -53,3 +53,10 @@ def test_only_the_ask_endpoint_is_public(client):
     api = client.view_api(print_info=False, return_format="dict")
     assert list(api["named_endpoints"]) == ["/ask"]
     assert not api["unnamed_endpoints"]
+
+
+def test_top_k_out_of_range_is_a_clear_error(client):
+    from gradio_client.exceptions import AppError
+
+    with pytest.raises(AppError, match="top_k must be between 1 and 20"):
+        client.predict(question="Who is Alexandr Wang?", top_k=0, api_name="/ask")
