@@ -1,4 +1,9 @@
-"""Corpus text and questions containing HTML or <script> are shown as text and never run."""
+"""The served app under hostile input: HTML or <script> in the corpus and the question is shown
+as text and never runs; more requests than the queue holds are refused at once, not left hanging.
+
+The overload test runs on this module's own app: cancelled queue entries may still be worked
+off, which would slow the shared app used by test_ui and test_client.
+"""
 
 from __future__ import annotations
 
@@ -50,3 +55,32 @@ def test_html_in_corpus_and_question_is_shown_as_text(chromium, evil_app, tmp_pa
     page.wait_for_timeout(500)  # give any injected handler a chance to fire
     assert not dialogs, f"a dialog fired: {dialogs}"
     page.close()
+
+
+@pytest.mark.load
+def test_overload_says_busy_instead_of_hanging(evil_app):
+    """More requests than the queue holds: the extra ones are refused at once, not left hanging."""
+    import time
+
+    from gradio_client import Client
+
+    from rag.ui import QUEUE_SIZE
+
+    client = Client(evil_app, verbose=False)
+    jobs = [client.submit(question=f"How much did Meta offer researchers? ({i})", api_name="/ask") for i in range(QUEUE_SIZE + 4)]
+    try:
+        deadline = time.monotonic() + 30
+        busy: list[str] = []
+        while time.monotonic() < deadline and not busy:
+            busy = []
+            for job in jobs:
+                if job.done():
+                    try:
+                        job.result()
+                    except Exception as err:  # noqa: BLE001 - we want the message
+                        busy.append(str(err))
+            time.sleep(0.5)
+        assert busy and all("Queue is full" in m for m in busy), busy
+    finally:
+        for job in jobs:
+            job.cancel()
