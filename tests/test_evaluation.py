@@ -36,7 +36,7 @@ def test_wrong_answer_scores_zero():
 
 
 def test_refusal_is_right_only_when_unanswerable():
-    refusal = Answer(question="q", text="The articles don't say.", refused=True, path="refused")
+    refusal = Answer(question="q", text="The articles don't say.", refused=True, route="refused")
     assert score_row(UNANSWERABLE, refusal, [], 0.1).correct
     wrong = score_row(ITEM, refusal, [GOLD_DOC], 0.1)
     assert not wrong.correct and wrong.refused
@@ -57,8 +57,8 @@ def test_answer_citing_the_wrong_article():
 def test_summary_of_known_rows():
     rows = [
         score_row(ITEM, Answer(question="q", text="64% [1]", citations=[cite(GOLD_DOC)]), [GOLD_DOC], 1.0),
-        score_row(ITEM, Answer(question="q", text="no", refused=True, path="refused"), [OTHER_DOC], 3.0),
-        score_row(UNANSWERABLE, Answer(question="q", text="no", refused=True, path="refused"), [], 2.0),
+        score_row(ITEM, Answer(question="q", text="no", refused=True, route="refused"), [OTHER_DOC], 3.0),
+        score_row(UNANSWERABLE, Answer(question="q", text="no", refused=True, route="refused"), [], 2.0),
     ]
     s = summarize(rows)
     assert s["answer_accuracy"] == 0.5
