@@ -16,7 +16,7 @@ from .embedding import Embedder
 from .generation import Generation, Generator, make_generator
 from .index import Index, ensure_index
 from .prompt import REFUSAL, build_messages
-from .refusal import Signals, is_refusal, signals, unanswerable
+from .refusal import FULL_COVERAGE, Signals, is_refusal, signals, unanswerable
 from .retrieval import Retriever
 from .text import terms
 from .types import Answer, Citation, Evidence
@@ -24,7 +24,6 @@ from .types import Answer, Citation, Evidence
 log = logging.getLogger(__name__)
 
 REFUSAL_TEXT = "The articles don't say. I couldn't find this in the indexed articles."
-FULL_COVERAGE = 0.75
 SECOND_SENTENCE_MARGIN = 0.25
 _INVISIBLE = re.compile(r"[\u200b-\u200f\u202a-\u202e\u2060-\u2064\ufeff]")
 

@@ -27,7 +27,7 @@ ANSWERS = [
     ("Who will lead pre-training efforts in Meta's new lab?", "Jack Rae"),
     ("How much money has Reality Labs lost since 2020?", "$64 billion"),
     ("Which AI model do Meta's engineers use in their internal coding tools?", "Claude"),
-    ("How much did Meta offer the AI researcher per year?", "$10,000,000"),
+    ("How much profit did Meta earn last year?", "$62 billion"),
 ]
 
 
