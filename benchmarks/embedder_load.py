@@ -8,6 +8,11 @@ Whole-process A/B timings of the two `--child` commands are in RESULTS.md.
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's rag, not another install
+
 import json
 import subprocess
 import sys

@@ -9,6 +9,11 @@ should give the same text; a different dtype may not).
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's rag, not another install
+
 import argparse
 import json
 import statistics

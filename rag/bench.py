@@ -276,6 +276,8 @@ def measure_cold(settings: Settings, question: str = QUESTIONS[0], timeout: floa
         RuntimeError: the child failed; its stderr is in the message.
     """
     env = dict(os.environ)
+    here = str(Path(__file__).resolve().parents[1])  # the child imports this same rag, not another install
+    env["PYTHONPATH"] = here + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     spawn = time.time()
     proc = subprocess.run(
         [sys.executable, "-c", _COLD_CHILD, settings.model_dump_json(), question],
