@@ -86,7 +86,6 @@ class LlamaCppGenerator:
         started = time.perf_counter()
         pieces: list[str] = []
         first = 0.0
-        new_tokens = 0
         with self._run_lock:
             for chunk in self._llm.create_completion(  # type: ignore[union-attr]
                 tokens,
@@ -96,7 +95,6 @@ class LlamaCppGenerator:
                 stop=["\n"],  # answers are one line; stop instead of rambling
                 stream=True,
             ):
-                new_tokens += 1
                 piece = chunk["choices"][0]["text"]
                 if not piece:
                     continue
@@ -106,6 +104,8 @@ class LlamaCppGenerator:
                 yield piece
                 if time.perf_counter() - started > self.settings.generation_timeout_s:
                     break
+            # the context now holds the prompt and every sampled token but the last
+            new_tokens = min(max_new_tokens, self._llm.n_tokens - len(tokens) + 1)  # type: ignore[union-attr]
         total = time.perf_counter() - started
         yield Generation(
             text="".join(pieces),
