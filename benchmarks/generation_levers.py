@@ -104,10 +104,12 @@ def main() -> None:
     ap.add_argument("--dtypes", nargs="+", default=["bfloat16", "float32"])
     ap.add_argument("--threads", nargs="+", type=int, default=[2, 1])
     ap.add_argument("--show-texts", action="store_true")
+    ap.add_argument("--only", nargs="*", default=[], help="keep variants whose name contains one of these")
+    ap.add_argument("-n", type=int, default=len(QUESTIONS), help="first N bench questions")
     args = ap.parse_args()
     base = Settings()
     pipeline = Pipeline(base)
-    all_messages = prompts(pipeline)
+    all_messages = prompts(pipeline)[: args.n]
     max_new = base.max_new_tokens
     reference = None
     results = []
@@ -125,11 +127,13 @@ def main() -> None:
             if dtype == args.dtypes[0] and threads == args.threads[0]:
                 variants.insert(1, (f"generate() + static cache [{tag}]", lambda m, n: via_generate(gen, m, n, cache_implementation="static")))
             for name, fn in variants:
+                if args.only and not any(o in name for o in args.only):
+                    continue
                 out, texts = run_variant(name, fn, all_messages, max_new, reference)
                 reference = reference or texts
                 results.append(out)
                 if args.show_texts:
-                    for q, t in zip(QUESTIONS, texts):
+                    for q, t in zip(QUESTIONS, texts):  # zip stops at -n
                         print(f"    {q} -> {t}")
         del gen
     print("\n| variant | first token p50 | answer p50 | answer max | new tok | decode tok/s | same text |")
