@@ -105,7 +105,7 @@ def convert_in_subprocess(settings: Settings) -> Path:
 class TransformersGenerator:
     """Greedy decoding with transformers on CPU, by a plain forward-pass loop.
 
-    The loop (instead of `model.generate` on a streamer thread) saves the per-step bookkeeping of generate and stops
+    The loop (instead of `model.generate`) saves the per-step bookkeeping of generate and stops
     on the first token that holds a newline (answers are one line). `prefix_cache=True` starts
     every prompt from a saved KV cache of the fixed system turn (~70 ms less prefill); it is
     off by default because in bfloat16 the separately computed prefix changed 1 answer in 6
@@ -185,25 +185,14 @@ class TransformersGenerator:
             self._prefix = (prefix, cache)
         return copy.deepcopy(self._prefix[1]), len(self._prefix[0])
 
-    def stream(self, messages: list[dict[str, str]], max_new_tokens: int) -> Iterator[str | Generation]:
-        """Greedy loop in the caller's thread; yields text pieces as soon as they are whole characters.
-
-        No worker thread: on two cores, a second thread's idle OpenMP team spins for a while
-        after each generation and slowed the next question's embedding from ~15 ms to ~500 ms
-        (benchmarks/RESULTS.md). The lock is released when the loop ends or the caller closes
-        the stream.
-        """
+    def _decode(self, messages: list[dict[str, str]], ids: list[int], max_new_tokens: int, out: "queue.Queue") -> int:
+        """Greedy loop; puts text pieces on `out` as soon as they are whole characters."""
         import torch
 
-        self.warm_up()
-        ids = self.encode(messages)
-        started = time.perf_counter()
-        deadline = started + self.settings.generation_timeout_s
+        deadline = time.perf_counter() + self.settings.generation_timeout_s
         new: list[int] = []
-        pieces: list[str] = []
         shown = ""
-        first = 0.0
-        with self._run_lock, torch.inference_mode():
+        with torch.inference_mode():
             cache, done = self._start_cache(messages, ids)
             step = torch.tensor([ids[done:]])
             for _ in range(max_new_tokens):
@@ -212,18 +201,51 @@ class TransformersGenerator:
                 new.append(token)
                 text = self._tokenizer.decode(new, skip_special_tokens=True)
                 if len(text) > len(shown) and not text.endswith("\ufffd"):  # no half a UTF-8 character
-                    piece, shown = text[len(shown) :], text
-                    first = first or time.perf_counter() - started
-                    pieces.append(piece)
-                    yield piece
+                    out.put(text[len(shown):])
+                    shown = text
                 if token in self._stop_ids or time.perf_counter() > deadline:
                     break
                 step = torch.tensor([[token]])
+        return len(new)
+
+    def stream(self, messages: list[dict[str, str]], max_new_tokens: int) -> Iterator[str | Generation]:
+        import queue
+
+        self.warm_up()
+        ids = self.encode(messages)
+        pieces_q: queue.Queue = queue.Queue()
+        result: dict[str, object] = {}
+        end = object()
+
+        def run() -> None:
+            try:
+                with self._run_lock:
+                    result["new_tokens"] = self._decode(messages, ids, max_new_tokens, pieces_q)
+            except Exception as err:  # surfaced to the caller below, never swallowed
+                result["error"] = err
+            finally:
+                pieces_q.put(end)
+
+        started = time.perf_counter()
+        worker = threading.Thread(target=run, name="rag-generate", daemon=True)
+        worker.start()
+        pieces: list[str] = []
+        first = 0.0
+        while (piece := pieces_q.get(timeout=self.settings.generation_timeout_s + 30)) is not end:
+            if not piece:
+                continue
+            if not first:
+                first = time.perf_counter() - started
+            pieces.append(piece)
+            yield piece
+        worker.join()
+        if "error" in result:
+            raise RuntimeError(f"generation failed: {result['error']}") from result["error"]  # type: ignore[arg-type]
         total = time.perf_counter() - started
         yield Generation(
             text="".join(pieces),
             prompt_tokens=len(ids),
-            new_tokens=len(new),
+            new_tokens=int(result.get("new_tokens", 0)),
             first_token_s=first or total,
             total_s=total,
         )
