@@ -353,7 +353,8 @@ def table(report: Report) -> str:
     m = report.machine
     lines.append("")
     lines.append(
-        f"backend {s['backend']} ({s['dtype']}), {s['threads']} threads; {m['cpu']}, {m['cores']} cores, {m['memory']}; "
+        f"backend {s['backend']} ({s['dtype'] if s['backend'] == 'transformers' else 'GGUF Q4_1'}), {s['threads']} threads; "
+        f"{m['cpu']}, {m['cores']} cores, {m['memory']}; "
         f"torch {m['torch']}; load average {m['load_avg_1m']} at the end"
     )
     return "\n".join(lines)
