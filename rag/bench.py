@@ -61,7 +61,7 @@ class ColdStart(BaseModel):
 
 class QuestionRun(BaseModel):
     question: str
-    path: str
+    route: str
     retrieve_ms: float
     first_token_s: float = Field(description="question in -> first streamed piece out (0 if none)")
     total_s: float
@@ -209,7 +209,7 @@ def measure_warm(pipeline, questions: list[str] = QUESTIONS) -> Warm:
             runs.append(
                 QuestionRun(
                     question=q,
-                    path=answer.path,
+                    route=answer.route,
                     retrieve_ms=round(answer.timings.get("retrieve", 0.0) * 1000, 2),
                     first_token_s=round(first, 4),
                     total_s=round(total, 4),

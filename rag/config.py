@@ -14,6 +14,11 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Idle OpenMP threads sleep instead of spinning. Generation runs on its own thread with its own
+# OpenMP team; spinning, that team held the two cores for ~0.5 s after each answer, and the next
+# question's embedding took ~500 ms instead of ~15 ms (benchmarks/RESULTS.md). Read when torch
+# loads libgomp, so it must be set before the first `import torch`; an explicit value wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 _PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
