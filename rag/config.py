@@ -79,7 +79,7 @@ class Settings(BaseSettings):
     use_llm: bool = True
 
     max_question_chars: int = Field(2000, ge=10)
-    max_new_tokens: int = Field(64, ge=1, le=512)
+    max_new_tokens: int = Field(48, ge=1, le=512, description="an answer over 25 words is rejected anyway")
     generation_timeout_s: float = Field(20.0, gt=0)
     max_file_bytes: int = Field(5_000_000, ge=1)
 
