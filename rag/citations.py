@@ -107,3 +107,47 @@ def best_supporting(answer: str, evidence: list[Evidence]) -> list[int]:
 def to_citation(n: int, e: Evidence, title: str) -> Citation:
     s = e.sentence
     return Citation(n=n, doc_id=s.doc_id, title=title, chunk_id=s.chunk_id, text=s.text, start=s.start, end=s.end, score=round(e.score, 4))
+
+
+class Verdict(BaseModel):
+    ok: bool
+    why: str = ""
+
+
+def check_answer(answer: str, cited: list[str], question: str) -> Verdict:
+    """Accept a generated answer only if it is grounded in what it cites AND answers something.
+
+    Grounded: every number and name in the answer is in the cited passages and most of its
+    words are (see check_grounding). Answers: it adds a fact from the passages that the question
+    did not already contain — a number for a how-much question, a name for a who question,
+    otherwise at least one content word. A fluent restatement of the question fails.
+
+    >>> check_answer("Cohere had 64 percent [1].", ["Cohere (64 percent), Meta (64 percent)"], "What rate did Cohere have?").ok
+    True
+    >>> check_answer("Cohere had a retention rate [1].", ["Cohere (64 percent)"], "What retention rate did Cohere have?").why
+    'it adds nothing the question did not already say'
+    """
+    from .refusal import wants_number, wants_person
+
+    grounding = check_grounding(answer, cited, question)
+    if not grounding.ok:
+        missing = f"missing {', '.join(grounding.missing)}" if grounding.missing else f"support {grounding.support}"
+        return Verdict(ok=False, why=f"not grounded in the cited passage ({missing})")
+    body = strip_markers(answer)
+    if len(body.split()) > MAX_ANSWER_WORDS:
+        return Verdict(ok=False, why=f"longer than {MAX_ANSWER_WORDS} words")
+    q_stems = {stem(w) for w in words(question)}
+    source = " ".join(cited)
+    new_numbers = (numbers(body) & numbers(source)) - numbers(question)
+    new_names = (proper_names("x " + body) & {w for w in words(source)}) - set(words(question))
+    new_words = {stem(w) for w in words(body) if w not in STOPWORDS and not w[0].isdigit()} - q_stems
+    if wants_number(question) and not new_numbers:
+        return Verdict(ok=False, why="the question asks for a number and the answer gives none from the passage")
+    if wants_person(question) and not new_names:
+        return Verdict(ok=False, why="the question asks who and the answer names no one from the passage")
+    if not (new_numbers or new_names or new_words):
+        return Verdict(ok=False, why="it adds nothing the question did not already say")
+    return Verdict(ok=True)
+
+
+MAX_ANSWER_WORDS = 45

@@ -9,7 +9,7 @@ import time
 import unicodedata
 from collections.abc import Iterator
 
-from .citations import best_supporting, check_grounding, cited_numbers, drop_bad_markers, to_citation
+from .citations import best_supporting, check_answer, cited_numbers, drop_bad_markers, to_citation
 from .config import Settings
 from .corpus import Corpus, load_corpus
 from .embedding import Embedder
@@ -24,6 +24,8 @@ from .types import Answer, Citation, Evidence
 log = logging.getLogger(__name__)
 
 REFUSAL_TEXT = "The articles don't say. I couldn't find this in the indexed articles."
+FULL_COVERAGE = 0.75
+SECOND_SENTENCE_MARGIN = 0.25
 _INVISIBLE = re.compile(r"[\u200b-\u200f\u202a-\u202e\u2060-\u2064\ufeff]")
 
 
@@ -150,26 +152,27 @@ class Pipeline:
         evidence = self.retriever.evidence(query, hits, s.evidence_k)
         timings["retrieve"] = time.perf_counter() - t
 
+        chosen = choose_sentences(query, evidence)
         sig = signals(
             query,
-            [e.sentence.text for e in evidence],
+            [e.sentence.text for e in chosen],
             max((e.dense for e in evidence), default=0.0),
             self.retriever.coverage(query, evidence),
         )
-        base = dict(question=question, searched=query)
+        base = dict(question=question, searched=query, signals=sig.model_dump())
         why = unanswerable(sig)
         if why:
             timings["total"] = time.perf_counter() - t0
-            yield self._refused(base, why, evidence, sig, timings)
+            yield self._refused(base, why, evidence, timings)
             return
 
         if not s.use_llm:
             timings["total"] = time.perf_counter() - t0
-            yield self._extractive(base, query, evidence, "LLM disabled in settings", sig, timings)
+            yield self._extractive(base, chosen, "LLM disabled in settings", timings)
             return
 
         t = time.perf_counter()
-        messages = build_messages(query, evidence)
+        messages = build_messages(query, chosen)
         generation: Generation | None = None
         for piece in self.generator.stream(messages, s.max_new_tokens):
             if isinstance(piece, Generation):
@@ -179,80 +182,57 @@ class Pipeline:
         assert generation is not None
         timings["generate"] = time.perf_counter() - t
         timings["first_token"] = generation.first_token_s
-        yield self._finish(base, query, evidence, generation, sig, timings, t0)
+        answer = self._finish(base, query, chosen, evidence, generation, sig, timings)
+        answer.timings["total"] = round(time.perf_counter() - t0, 4)
+        yield answer
 
     # -- the three ways an answer ends ---------------------------------------------------
     def _finish(
-        self, base: dict, query: str, evidence: list[Evidence], gen: Generation, sig: Signals, timings: dict, t0: float
+        self, base: dict, query: str, chosen: list[Evidence], evidence: list[Evidence], gen: Generation, sig: Signals, timings: dict
     ) -> Answer:
-        raw = _first_paragraph(gen.text)
+        """Keep the model's answer only if it passes the checks; otherwise quote the evidence."""
+        raw = _first_line(gen.text)
         if is_refusal(raw):
-            # the model's "not in the passages" is trusted only when the evidence is weak;
-            # otherwise it is the 135M model giving up on a real answer, so we extract instead
-            if sig.coverage < 0.75:
-                timings["total"] = time.perf_counter() - t0
-                return self._refused(base, f"the model found no answer in the passages ({_signal_text(sig)})", evidence, sig, timings, gen.prompt_tokens)
-            timings["total"] = time.perf_counter() - t0
-            return self._extractive(base, query, evidence, "the model declined despite strong evidence", sig, timings, gen.prompt_tokens)
-        text = drop_bad_markers(raw, len(evidence))
-        numbers_used = cited_numbers(text, len(evidence))
+            # The model's "not in the passages" is trusted when the question's key terms are
+            # not all covered; with full coverage it is the 135M model giving up on a real answer.
+            if sig.coverage < FULL_COVERAGE:
+                return self._refused(base, "the model found no answer in the passages", evidence, timings, gen.prompt_tokens)
+            return self._extractive(base, chosen, "the model declined despite strong evidence", timings, gen.prompt_tokens)
+        text = drop_bad_markers(raw, len(chosen))
+        used = cited_numbers(text, len(chosen))
         how = "cited by the model"
-        if not numbers_used:
-            numbers_used = best_supporting(text, evidence)
-            text = f"{text.rstrip()} " + "".join(f"[{n}]" for n in numbers_used)
-            how = "no marker from the model; attached the passage(s) holding its numbers and names"
-        cited_texts = [evidence[n - 1].sentence.text for n in numbers_used]
+        if not used:
+            used = best_supporting(text, chosen)
+            text = f"{text.rstrip()} " + "".join(f"[{n}]" for n in used)
+            how = "no marker from the model; attached the passage(s) holding its words"
         if self.settings.grounding_check:
-            grounding = check_grounding(text, cited_texts, query)
-            if not grounding.ok:
-                # maybe the model cited the wrong passage: accept if all the evidence grounds it
-                whole = check_grounding(text, [e.sentence.text for e in evidence], query)
-                if whole.ok:
-                    numbers_used = best_supporting(text, evidence)
-                    text = drop_bad_markers(re.sub(r"\[\d+\]", "", text), 0).rstrip() + " " + "".join(f"[{n}]" for n in numbers_used)
-                    how = "model's marker pointed at the wrong passage; re-attached the supporting one"
-                else:
-                    timings["total"] = time.perf_counter() - t0
-                    reason = f"generated answer not grounded (missing {grounding.missing or 'content'}, support {grounding.support})"
-                    return self._extractive(base, query, evidence, reason, sig, timings, gen.prompt_tokens)
-        timings["total"] = time.perf_counter() - t0
+            verdict = check_answer(text, [chosen[n - 1].sentence.text for n in used], query)
+            if not verdict.ok:
+                return self._extractive(base, chosen, f"generated answer rejected: {verdict.why}", timings, gen.prompt_tokens)
         return Answer(
             **base,
             text=text,
-            citations=[self._cite(n, evidence[n - 1]) for n in numbers_used],
+            citations=[self._cite(n, chosen[n - 1]) for n in used],
             path="generated",
-            reason=f"{how}; {_signal_text(sig)}",
+            reason=how,
             timings=_rounded(timings),
             prompt_tokens=gen.prompt_tokens,
         )
 
-    def _extractive(
-        self, base: dict, query: str, evidence: list[Evidence], reason: str, sig: Signals, timings: dict, prompt_tokens: int = 0
-    ) -> Answer:
-        """Quote the best-supporting sentence; add the next one if it covers key terms the
-        first lacks (a two-part question often needs two sentences)."""
-        chosen = [1]
-        q_terms = set(terms(query))
-        got = set(terms(evidence[0].sentence.text))
-        for n, e in enumerate(evidence[1:], start=2):
-            new = (q_terms - got) & set(terms(e.sentence.text))
-            if new and e.score >= evidence[0].score - 0.25:
-                chosen.append(n)
-                break
-        text = " ".join(f"{_one_line(evidence[n - 1].sentence.text)} [{n}]" for n in chosen)
+    def _extractive(self, base: dict, chosen: list[Evidence], reason: str, timings: dict, prompt_tokens: int = 0) -> Answer:
+        """Quote the chosen sentence(s) verbatim, cited: always grounded, never invented."""
+        text = " ".join(f"{_one_line(e.sentence.text)} [{n}]" for n, e in enumerate(chosen, start=1))
         return Answer(
             **base,
             text=text,
-            citations=[self._cite(n, evidence[n - 1]) for n in chosen],
+            citations=[self._cite(n, e) for n, e in enumerate(chosen, start=1)],
             path="extractive",
-            reason=f"{reason}; {_signal_text(sig)}",
+            reason=reason,
             timings=_rounded(timings),
             prompt_tokens=prompt_tokens,
         )
 
-    def _refused(
-        self, base: dict, why: str, evidence: list[Evidence], sig: Signals, timings: dict, prompt_tokens: int = 0
-    ) -> Answer:
+    def _refused(self, base: dict, why: str, evidence: list[Evidence], timings: dict, prompt_tokens: int = 0) -> Answer:
         return Answer(
             **base,
             text=REFUSAL_TEXT,
@@ -260,7 +240,7 @@ class Pipeline:
             closest=[self._cite(n, e) for n, e in enumerate(evidence[:2], start=1)],
             refused=True,
             path="refused",
-            reason=f"{why}; {_signal_text(sig)}",
+            reason=why,
             timings=_rounded(timings),
             prompt_tokens=prompt_tokens,
         )
@@ -269,7 +249,24 @@ class Pipeline:
         return to_citation(n, e, self.title(e.sentence.doc_id))
 
 
-def _first_paragraph(text: str) -> str:
+def choose_sentences(query: str, evidence: list[Evidence]) -> list[Evidence]:
+    """The sentence(s) an answer is built from: the best one, plus the next best if it holds
+    key terms of the question that the first lacks and scores close to it (a two-part
+    question often needs two sentences). The LLM reads only these, so it cannot drift to
+    another passage, and the prompt stays short."""
+    if not evidence:
+        return []
+    chosen = [evidence[0]]
+    q_terms = set(terms(query))
+    got = set(terms(evidence[0].sentence.text))
+    for e in evidence[1:]:
+        if (q_terms - got) & set(terms(e.sentence.text)) and e.score >= evidence[0].score - SECOND_SENTENCE_MARGIN:
+            chosen.append(e)
+            break
+    return chosen
+
+
+def _first_line(text: str) -> str:
     """The answer's first line, with a leading "[2] ..." list marker moved to its end."""
     text = text.strip()
     if not text:
@@ -283,10 +280,6 @@ def _first_paragraph(text: str) -> str:
 
 def _one_line(text: str) -> str:
     return " ".join(text.split())
-
-
-def _signal_text(s: Signals) -> str:
-    return f"cosine {s.dense:.2f}, coverage {s.coverage:.2f}"
 
 
 def _rounded(timings: dict[str, float]) -> dict[str, float]:

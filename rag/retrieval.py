@@ -40,7 +40,11 @@ class _BM25:
 class Retriever:
     """Hybrid retrieval over an Index. Settings in the constructor, the question in the call."""
 
-    def __init__(self, index: Index, embedder: Embedder, hybrid: bool = True, rrf_k: int = 60) -> None:
+    def __init__(
+        self, index: Index, embedder: Embedder, hybrid: bool = True, rrf_k: int = 60, overlap_weight: float = 0.5, rank_bonus: float = 0.05
+    ) -> None:
+        self.overlap_weight = overlap_weight
+        self.rank_bonus = rank_bonus
         self.index = index
         self.embedder = embedder
         self.hybrid = hybrid
@@ -105,7 +109,7 @@ class Retriever:
             vec = self.index.sentence_vectors.reconstruct(s.sentence_id)
             dense = float(np.dot(q, vec))
             overlap = sum(w for t, w in weights.items() if t in self._sentence_terms[s.sentence_id]) / total
-            score = dense + 0.5 * overlap + 0.05 / (1 + min(ranks))
+            score = dense + self.overlap_weight * overlap + self.rank_bonus / (1 + min(ranks))
             candidates[s.sentence_id] = (score, dense, overlap)
         best = sorted(candidates.items(), key=lambda kv: -kv[1][0])[:n]
         return [

@@ -80,8 +80,8 @@ def proper_names(text: str) -> set[str]:
     """
     names = set()
     for sentence in re.split(r"(?<=[.!?:])\s+|\n+", text):
-        tokens = re.findall(r"[^\W\d_][\w'’-]*", sentence)
+        tokens = re.findall(r"[^\W\d_]+(?:['’][^\W\d_]+)*", sentence)
         for token in tokens[1:]:
-            if token[0].isupper() and token.lower() not in STOPWORDS:
+            if len(token) > 1 and token[0].isupper() and token.lower() not in STOPWORDS:
                 names.add(normalize(token).split("'")[0])
     return names

@@ -80,5 +80,6 @@ class Answer(BaseModel):
     path: Literal["generated", "extractive", "refused"] = "generated"
     reason: str = Field("", description="why this path was taken (grounding or refusal signal)")
     searched: str = Field("", description="the standalone question used for retrieval")
+    signals: dict[str, float | bool] = Field({}, description="answerability signals (see rag.refusal)")
     timings: dict[str, float] = {}
     prompt_tokens: int = 0

@@ -1,0 +1,358 @@
+"""Golden set -> per-question scores and an overall report, offline, with no judge model.
+
+A golden item (JSONL, keyed by id):
+    {"id": "q001", "type": "number", "question": "...", "answers": [["64%", "64 percent"]],
+     "doc_ids": ["003_..."], "evidence": ["..."]}
+`answers` is a list of groups: every group must be matched, any alternative in a group matches.
+Unanswerable items have `answers: []` and a `subtype` (on-topic, off-topic, injection).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from .citations import check_grounding
+from .text import normalize
+
+# -- golden data -------------------------------------------------------------------------
+
+
+class GoldenItem(BaseModel):
+    id: str
+    type: str
+    question: str
+    answers: list[list[str]] = []
+    doc_ids: list[str] = []
+    evidence: list[str] = []
+    subtype: str | None = None
+
+    @property
+    def answerable(self) -> bool:
+        return bool(self.answers)
+
+
+def load_golden(path: Path) -> list[GoldenItem]:
+    """Read a JSONL golden set; a bad line is reported with its line number."""
+    items = []
+    for n, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            items.append(GoldenItem.model_validate_json(line))
+        except ValueError as err:
+            raise ValueError(f"{path}:{n}: not a golden item ({err})") from err
+    ids = [i.id for i in items]
+    if len(ids) != len(set(ids)):
+        raise ValueError(f"{path}: duplicate ids")
+    return items
+
+
+# -- answer matching ---------------------------------------------------------------------
+
+_MAGNITUDE = {"thousand": 1e3, "k": 1e3, "million": 1e6, "m": 1e6, "mn": 1e6, "billion": 1e9, "bn": 1e9, "b": 1e9, "trillion": 1e12}
+_QUANTITY = re.compile(r"(\d[\d,]*(?:\.\d+)?)\s*(thousand|million|billion|trillion|mn|bn|[kmb]\b)?")
+_WORD_NUMBERS = {
+    "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8, "nine": 9,
+    "ten": 10, "eleven": 11, "twelve": 12, "thirteen": 13, "fourteen": 14, "fifteen": 15, "fifty": 50, "hundred": 100,
+}
+
+
+def _canon(text: str) -> str:
+    """Lower-case, unify quotes, dashes and percent signs, drop other punctuation.
+
+    >>> _canon("Meta’s 64 percent, open-source!")
+    "meta's 64 % open source"
+    """
+    t = normalize(text)
+    t = re.sub(r"\bper ?cent\b", "%", t)
+    t = re.sub(r"(\d)\s*%", r"\1 %", t)
+    t = re.sub(r"[‐-―\-/]", " ", t)
+    t = re.sub(r"[^\w%$.,' ]", " ", t)
+    t = re.sub(r"(?<!\d)[.,]|[.,](?!\d)", " ", t)
+    return " ".join(t.split())
+
+
+def quantities(text: str) -> set[float]:
+    """Numeric values mentioned, with magnitudes applied.
+
+    >>> sorted(quantities("$10,000,000 or 10 million or 14.3 billion"))
+    [10000000.0, 14300000000.0]
+    """
+    t = normalize(text)
+    values = set()
+    for m in _QUANTITY.finditer(t):
+        value = float(m.group(1).replace(",", ""))
+        if m.group(2):
+            value *= _MAGNITUDE[m.group(2)]
+        values.add(round(value, 6))
+    for word, value in _WORD_NUMBERS.items():
+        if re.search(rf"\b{word}\b", t):
+            values.add(float(value))
+    return values
+
+
+def matches(answer: str, alternative: str) -> bool:
+    """An accepted answer string is in the answer: numbers compare by value (with units and
+    magnitudes), words by normalised whole-word match.
+
+    >>> matches("Cohere retained 64% [1].", "64 percent")
+    True
+    >>> matches("They offered $10,000,000 a year.", "$10 million")
+    True
+    >>> matches("It was 640 people.", "64")
+    False
+    """
+    alt_q = quantities(alternative)
+    if alt_q and re.search(r"\d", alternative):
+        return alt_q <= quantities(answer)
+    return _contains(_canon(answer), _canon(alternative))
+
+
+def _contains(haystack: str, needle: str) -> bool:
+    if not needle:
+        return False
+    return re.search(rf"(?<!\w){re.escape(needle)}(?!\w)", haystack) is not None
+
+
+def answer_correct(answer: str, groups: list[list[str]]) -> bool:
+    return bool(groups) and all(any(matches(answer, alt) for alt in group) for group in groups)
+
+
+# -- scoring -----------------------------------------------------------------------------
+
+
+class Row(BaseModel):
+    """One golden item's outcome."""
+
+    id: str
+    type: str
+    subtype: str | None = None
+    question: str
+    answer: str = ""
+    path: str = ""
+    refused: bool = False
+    correct: bool = False
+    retrieval_rank: int | None = None  # rank (1-based) of the first gold article, None if absent
+    citation_hit: bool | None = None
+    citation_precision: float | None = None
+    grounded: bool | None = None
+    cited: list[dict[str, Any]] = []
+    signals: dict[str, Any] = {}
+    seconds: float = 0.0
+    error: str | None = None
+
+
+class Report(BaseModel):
+    """Overall scores plus every row; `score` keys are the metric names of the README table."""
+
+    scores: dict[str, float] = {}
+    by_type: dict[str, dict[str, float]] = {}
+    threshold_curve: list[dict[str, Any]] = []
+    settings: dict[str, Any] = {}
+    rows: list[Row] = Field(default_factory=list)
+
+
+def score_row(item: GoldenItem, answer: Any, ranked_docs: list[str], seconds: float) -> Row:
+    """Score one answer (a rag.types.Answer) against its golden item."""
+    gold = set(item.doc_ids)
+    rank = next((r for r, d in enumerate(ranked_docs, start=1) if d in gold), None)
+    cited = answer.citations
+    row = Row(
+        id=item.id,
+        type=item.type,
+        subtype=item.subtype,
+        question=item.question,
+        answer=answer.text,
+        path=answer.path,
+        refused=answer.refused,
+        retrieval_rank=rank if item.answerable else None,
+        cited=[{"n": c.n, "doc_id": c.doc_id, "text": c.text} for c in cited],
+        signals=getattr(answer, "signals", {}) or {},
+        seconds=round(seconds, 4),
+    )
+    if item.answerable:
+        row.correct = not answer.refused and answer_correct(answer.text, item.answers)
+        if not answer.refused:
+            row.citation_hit = any(c.doc_id in gold for c in cited)
+            row.citation_precision = sum(c.doc_id in gold for c in cited) / len(cited) if cited else 0.0
+            row.grounded = check_grounding(answer.text, [c.text for c in cited], item.question).ok if cited else False
+    else:
+        row.correct = answer.refused
+    return row
+
+
+def summarize(rows: list[Row]) -> dict[str, float]:
+    answerable = [r for r in rows if r.type != "unanswerable"]
+    unanswerable = [r for r in rows if r.type == "unanswerable"]
+    answered = [r for r in answerable if not r.refused and r.error is None]
+    ranked = [r for r in answerable]
+    ok = [r for r in rows if r.error is None]
+    times = sorted(r.seconds for r in ok) or [0.0]
+
+    def mean(values: list[float]) -> float:
+        return round(sum(values) / len(values), 4) if values else 0.0
+
+    return {
+        "items": len(rows),
+        "answer_accuracy": mean([r.correct for r in answerable]),
+        "hit@1": mean([r.retrieval_rank == 1 for r in ranked]),
+        "hit@5": mean([r.retrieval_rank is not None and r.retrieval_rank <= 5 for r in ranked]),
+        "mrr": mean([1 / r.retrieval_rank if r.retrieval_rank else 0.0 for r in ranked]),
+        "citation_hit": mean([bool(r.citation_hit) for r in answered]),
+        "citation_precision": mean([r.citation_precision or 0.0 for r in answered]),
+        "groundedness": mean([bool(r.grounded) for r in answered]),
+        "refusal_accuracy": mean([r.refused for r in unanswerable]),
+        "false_refusal_rate": mean([r.refused for r in answerable]),
+        "overall_accuracy": mean([r.correct for r in rows]),
+        "errors": float(sum(r.error is not None for r in rows)),
+        "latency_p50_s": round(statistics.median(times), 3),
+        "latency_p95_s": round(times[min(len(times) - 1, math.ceil(0.95 * len(times)) - 1)], 3),
+    }
+
+
+def threshold_curve(rows: list[Row], signal: str = "dense", steps: int = 21) -> list[dict[str, Any]]:
+    """Refusal accuracy and false-refusal rate if we refused whenever `signal` < t."""
+    have = [r for r in rows if signal in r.signals and r.error is None]
+    if not have:
+        return []
+    values = [float(r.signals[signal]) for r in have]
+    lo, hi = min(values), max(values)
+    curve = []
+    for i in range(steps):
+        t = lo + (hi - lo) * i / (steps - 1)
+        un = [r for r in have if r.type == "unanswerable"]
+        an = [r for r in have if r.type != "unanswerable"]
+        curve.append(
+            {
+                "signal": signal,
+                "threshold": round(t, 4),
+                "refusal_accuracy": round(sum(float(r.signals[signal]) < t for r in un) / max(1, len(un)), 4),
+                "false_refusal_rate": round(sum(float(r.signals[signal]) < t for r in an) / max(1, len(an)), 4),
+            }
+        )
+    return curve
+
+
+def evaluate(items: list[GoldenItem], pipeline: Any, progress: bool = True) -> Report:
+    """Run every item through the pipeline; an exception is a scored error, never a crash."""
+    from tqdm import tqdm
+
+    from .types import Answer
+
+    rows: list[Row] = []
+    for item in tqdm(items, desc="Evaluating", unit="q", disable=not progress):
+        started = time.perf_counter()
+        try:
+            answer = pipeline.answer(item.question)
+            seconds = time.perf_counter() - started
+            hits = pipeline.retriever.search(answer.searched or item.question, 10)
+            ranked_docs = list(dict.fromkeys(h.chunk.doc_id for h in hits))
+            rows.append(score_row(item, answer, ranked_docs, seconds))
+        except Exception as err:  # noqa: BLE001 - an error is a result here
+            empty = Answer(question=item.question, text="", refused=False, path="extractive")
+            row = score_row(item, empty, [], time.perf_counter() - started)
+            row.correct = False
+            row.error = f"{err.__class__.__name__}: {err}"
+            rows.append(row)
+    by_type = {t: summarize([r for r in rows if r.type == t]) for t in sorted({r.type for r in rows})}
+    curves = threshold_curve(rows, "dense") + threshold_curve(rows, "coverage")
+    settings = pipeline.settings.model_dump(mode="json", exclude={"root", "corpus_dir", "index_dir", "cache_dir"})
+    return Report(scores=summarize(rows), by_type=by_type, threshold_curve=curves, settings=settings, rows=rows)
+
+
+# -- report files ------------------------------------------------------------------------
+
+
+def write_report(report: Report, folder: Path) -> Path:
+    """report.json, a bar chart by question type, and report.md with the failures table."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "report.json").write_text(report.model_dump_json(indent=2), encoding="utf-8")
+
+    types = list(report.by_type)
+    values = [
+        report.by_type[t]["refusal_accuracy"] if t == "unanswerable" else report.by_type[t]["answer_accuracy"] for t in types
+    ]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    bars = ax1.bar(types, values, color=["#8c8c8c" if t == "unanswerable" else "#3b75af" for t in types])
+    ax1.bar_label(bars, labels=[f"{v:.0%}" for v in values])
+    ax1.set_ylim(0, 1.1)
+    ax1.set_title("Accuracy by question type (unanswerable: correct refusals)")
+    ax1.tick_params(axis="x", rotation=20)
+    for signal, style in (("dense", "-"), ("coverage", "--")):
+        pts = [p for p in report.threshold_curve if p["signal"] == signal]
+        if pts:
+            ax2.plot([p["false_refusal_rate"] for p in pts], [p["refusal_accuracy"] for p in pts], style, marker="o", ms=3, label=signal)
+    ax2.set_xlabel("false-refusal rate (answerable refused)")
+    ax2.set_ylabel("refusal accuracy (unanswerable refused)")
+    ax2.set_title("Refusal threshold curve, one signal at a time")
+    ax2.legend()
+    fig.tight_layout()
+    fig.savefig(folder / "scores.png", dpi=110)
+    plt.close(fig)
+
+    s = report.scores
+    lines = [
+        "# Evaluation report",
+        "",
+        "![scores by type and refusal threshold curve](scores.png)",
+        "",
+        "| metric | value |",
+        "|---|---|",
+        *[f"| {k} | {v:g} |" for k, v in s.items()],
+        "",
+        "## By type",
+        "",
+        "| type | n | answer accuracy | refusal accuracy | citation hit | false refusals |",
+        "|---|---|---|---|---|---|",
+        *[
+            f"| {t} | {v['items']:g} | {v['answer_accuracy']:.2f} | {v['refusal_accuracy']:.2f} | {v['citation_hit']:.2f} | {v['false_refusal_rate']:.2f} |"
+            for t, v in report.by_type.items()
+        ],
+        "",
+        "## Failures",
+        "",
+        "| id | type | question | answer | path | cited passages |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in report.rows:
+        if r.correct and r.error is None:
+            continue
+        cited = "<br>".join(f"[{c['n']}] {c['doc_id']}: {_cell(c['text'])[:160]}" for c in r.cited)
+        lines.append(f"| {r.id} | {r.type} | {_cell(r.question)} | {_cell(r.error or r.answer)} | {r.path} | {cited} |")
+    (folder / "report.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return folder / "report.md"
+
+
+def _cell(text: str) -> str:
+    return " ".join(str(text).split()).replace("|", "\\|").replace("<", "&lt;")
+
+
+def main(args: Any) -> int:
+    """`python -m rag eval FILE [--report DIR] [--limit N]`."""
+    from .pipeline import Pipeline
+
+    items = load_golden(Path(args.file))
+    if getattr(args, "limit", 0):
+        items = items[: args.limit]
+    pipeline = Pipeline()
+    pipeline.warm_up()
+    report = evaluate(items, pipeline)
+    path = write_report(report, Path(args.report))
+    width = max(len(k) for k in report.scores)
+    for key, value in report.scores.items():
+        print(f"{key:<{width}}  {value:g}")
+    print(f"report: {path} (+ report.json, scores.png)")
+    return 1 if report.scores["errors"] else 0

@@ -1,0 +1,111 @@
+"""Eval metrics on small hand-made cases with known scores, and a real-pipeline slice."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from rag.evaluation import GoldenItem, evaluate, load_golden, matches, score_row, summarize
+from rag.types import Answer, Citation
+from tests.conftest import CORPUS, GOLDEN
+
+GOLD_DOC = "003_31d34f5f0b0bcab0"
+OTHER_DOC = "000_d7fd0594dac93127"
+
+
+def cite(doc_id: str, text: str = "Cohere (64 percent)") -> Citation:
+    return Citation(n=1, doc_id=doc_id, title="t", chunk_id=0, text=text, start=0, end=len(text), score=1.0)
+
+
+ITEM = GoldenItem(id="a", type="number", question="What retention rate did Cohere have?", answers=[["64%", "64 percent"]], doc_ids=[GOLD_DOC])
+UNANSWERABLE = GoldenItem(id="u", type="unanswerable", subtype="off-topic", question="Tallest mountain?")
+
+
+def test_perfect_answer_scores_one():
+    row = score_row(ITEM, Answer(question="q", text="Cohere had 64 percent [1].", citations=[cite(GOLD_DOC)]), [GOLD_DOC, OTHER_DOC], 0.5)
+    assert row.correct and row.citation_hit and row.citation_precision == 1.0 and row.grounded
+    assert row.retrieval_rank == 1
+
+
+def test_wrong_answer_scores_zero():
+    row = score_row(ITEM, Answer(question="q", text="Cohere had 80 percent [1].", citations=[cite(GOLD_DOC)]), [OTHER_DOC, GOLD_DOC], 0.5)
+    assert not row.correct
+    assert row.grounded is False  # 80 is not in the cited passage
+    assert row.retrieval_rank == 2
+
+
+def test_refusal_is_right_only_when_unanswerable():
+    refusal = Answer(question="q", text="The articles don't say.", refused=True, path="refused")
+    assert score_row(UNANSWERABLE, refusal, [], 0.1).correct
+    wrong = score_row(ITEM, refusal, [GOLD_DOC], 0.1)
+    assert not wrong.correct and wrong.refused
+
+
+def test_answer_citing_the_wrong_article():
+    row = score_row(
+        ITEM,
+        Answer(question="q", text="64 percent [1][2]", citations=[cite(OTHER_DOC), cite(GOLD_DOC).model_copy(update={"n": 2})]),
+        [GOLD_DOC],
+        0.2,
+    )
+    assert row.correct and row.citation_hit and row.citation_precision == 0.5
+    only_wrong = score_row(ITEM, Answer(question="q", text="64 percent [1]", citations=[cite(OTHER_DOC)]), [GOLD_DOC], 0.2)
+    assert only_wrong.citation_hit is False and only_wrong.citation_precision == 0.0
+
+
+def test_summary_of_known_rows():
+    rows = [
+        score_row(ITEM, Answer(question="q", text="64% [1]", citations=[cite(GOLD_DOC)]), [GOLD_DOC], 1.0),
+        score_row(ITEM, Answer(question="q", text="no", refused=True, path="refused"), [OTHER_DOC], 3.0),
+        score_row(UNANSWERABLE, Answer(question="q", text="no", refused=True, path="refused"), [], 2.0),
+    ]
+    s = summarize(rows)
+    assert s["answer_accuracy"] == 0.5
+    assert s["false_refusal_rate"] == 0.5
+    assert s["refusal_accuracy"] == 1.0
+    assert s["hit@1"] == 0.5 and s["mrr"] == 0.5
+    assert s["citation_hit"] == 1.0
+    assert s["latency_p50_s"] == 2.0 and s["errors"] == 0
+
+
+@pytest.mark.parametrize(
+    "answer,alternative,expected",
+    [
+        ("They offered $10,000,000 a year.", "$10 million", True),
+        ("Meta paid 14.3 billion dollars", "$14.3 billion", True),
+        ("It lost 4.3 percent", "4.3%", True),
+        ("It lost 43 percent", "4.3%", False),
+        ("Jack Rae leads it.", "Jack Rae", True),
+        ("Jackson Raeburn leads it.", "Jack Rae", False),
+        ("open-source AI", "open source", True),
+    ],
+)
+def test_matching_units_and_magnitudes(answer, alternative, expected):
+    assert matches(answer, alternative) is expected
+
+
+def test_golden_set_is_well_formed():
+    items = load_golden(GOLDEN)
+    assert len(items) >= 60
+    types = {i.type for i in items}
+    assert types >= {"fact", "number", "who", "paraphrase", "multi-part", "unanswerable"}
+    un = [i for i in items if i.type == "unanswerable"]
+    assert len(un) >= 12 and {i.subtype for i in un} >= {"on-topic", "off-topic", "injection"}
+    texts = {p.stem: p.read_text(encoding="utf-8") for p in CORPUS.iterdir()}
+    for item in items:
+        for ev in item.evidence:
+            assert any(ev in texts[d] for d in item.doc_ids), (item.id, ev)
+
+
+@pytest.mark.slow
+def test_eval_slice_with_real_pipeline(pipeline, tmp_path):
+    """A 12-item slice (answerable and unanswerable) stays above the floor measured on it."""
+    items = load_golden(GOLDEN)
+    slice_ = [i for i in items if i.answerable][::8][:9] + [i for i in items if not i.answerable][::8][:3]
+    report = evaluate(slice_, pipeline, progress=False)
+    print(json.dumps(report.scores, indent=1))
+    assert report.scores["errors"] == 0
+    assert report.scores["answer_accuracy"] >= 0.6
+    assert report.scores["refusal_accuracy"] >= 0.66
+    assert report.scores["citation_hit"] >= 0.8

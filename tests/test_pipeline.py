@@ -1,0 +1,79 @@
+"""answer() end to end with the real models and a real index built in a tmp dir."""
+
+from __future__ import annotations
+
+import pytest
+
+from rag.corpus import read_document_text
+from rag.evaluation import matches
+
+# Questions written from the articles (not the golden set): question, article, accepted answer.
+RETRIEVAL = [
+    ("What retention rate did Cohere have?", "003_31d34f5f0b0bcab0"),
+    ("Which podcast did Altman appear on?", "000_d7fd0594dac93127"),
+    ("How many Meta researchers left for xAI since January?", "001_fa6206c159068cb7"),
+    ("Who will lead pre-training in Meta's new lab?", "002_e588fc54930c5723"),
+    ("What did Musk say about compensation of the people who joined xAI?", "001_fa6206c159068cb7"),
+    ("How did Google keep Koray Kavukcuoglu?", "002_e588fc54930c5723"),
+    ("What is the revenue forecast in the Kadrey v. Meta filing?", "003_31d34f5f0b0bcab0"),
+    ("Why is Scale AI described as infrastructure?", "000_d7fd0594dac93127"),
+    ("What did Meta's engineers adopt for internal coding tools?", "002_e588fc54930c5723"),
+    ("Which company had the highest talent retention?", "003_31d34f5f0b0bcab0"),
+]
+
+ANSWERS = [
+    ("What retention rate did Cohere have?", "64 percent"),
+    ("How many Meta researchers and engineers have left for xAI since January?", "14"),
+    ("Who will lead pre-training efforts in Meta's new lab?", "Jack Rae"),
+    ("How much money has Reality Labs lost since 2020?", "$64 billion"),
+    ("Which AI model do Meta's engineers use in their internal coding tools?", "Claude"),
+    ("How much did Meta offer the AI researcher per year?", "$10,000,000"),
+]
+
+
+@pytest.mark.parametrize("question,doc_id", RETRIEVAL)
+def test_retrieval_puts_right_article_in_top_3(pipeline, question, doc_id):
+    hits = pipeline.retriever.search(question, 10)
+    top_docs = list(dict.fromkeys(h.chunk.doc_id for h in hits))[:3]
+    assert doc_id in top_docs
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("question,fact", ANSWERS)
+def test_answer_states_fact_with_verbatim_citation(pipeline, question, fact):
+    a = pipeline.answer(question)
+    print(f"\n{question}\n  -> {a.text}  ({a.path})")
+    assert not a.refused
+    assert matches(a.text, fact), a.text
+    assert a.citations, "an answer must cite its passage"
+    for c in a.citations:
+        source = read_document_text(pipeline.settings.corpus_dir / f"{c.doc_id}.txt")
+        assert source[c.start : c.end] == c.text
+        assert f"[{c.n}]" in a.text
+    assert any(matches(c.text, fact) for c in a.citations), "the cited passage must hold the fact"
+    assert set(a.timings) >= {"retrieve", "total"}
+
+
+@pytest.mark.parametrize(
+    "question",
+    ["What is the tallest mountain in Europe?", "Give me a recipe for banana bread.", "Who won the 2018 World Cup?"],
+)
+def test_off_topic_question_is_refused(pipeline, question):
+    a = pipeline.answer(question)
+    assert a.refused and a.path == "refused"
+    assert a.citations == []
+    assert "articles don't say" in a.text
+
+
+@pytest.mark.parametrize("question", ["", "   ", "\n\t", "\u200b\u200b"])
+def test_empty_question_raises_value_error(pipeline, question):
+    with pytest.raises(ValueError, match="empty"):
+        pipeline.answer(question)
+
+
+def test_public_surface():
+    import rag
+
+    assert {"answer", "Answer", "Citation", "Settings"} <= set(rag.__all__)
+    assert set(rag.Answer.model_fields) >= {"text", "citations", "refused", "timings"}
+    assert set(rag.Citation.model_fields) >= {"doc_id", "title", "chunk_id", "text", "start", "end", "score"}
