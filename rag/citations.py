@@ -41,6 +41,12 @@ def strip_markers(text: str) -> str:
     return _MARKER_RUN.sub("", text).strip()
 
 
+# Share of an answer's content words that must appear in its passages (or the question).
+# Measured on the golden set: looser answers from the 135M model were wrong twice as often
+# as quoting the passage (benchmarks/RESULTS.md).
+MIN_SUPPORT = 0.95
+
+
 class Grounding(BaseModel):
     """Whether an answer's checkable facts appear in the passages it relies on."""
 
@@ -56,7 +62,7 @@ def check_grounding(answer: str, passages: list[str], question: str = "") -> Gro
     This catches the 135M model's typical failures: a number from its memory, a person from
     another passage, or a fluent sentence about something else.
 
-    >>> check_grounding("Cohere had 64 percent [1].", ["Cohere (64 percent)"]).ok
+    >>> check_grounding("Cohere had 64 percent [1].", ["Cohere had (64 percent)"]).ok
     True
     >>> check_grounding("Cohere had 80 percent.", ["Cohere (64 percent)"]).missing
     ['80']
@@ -69,7 +75,7 @@ def check_grounding(answer: str, passages: list[str], question: str = "") -> Gro
     content = [stem(w) for w in words(body) if w not in STOPWORDS and not w[0].isdigit()]
     source_stems = {stem(w) for w in words(source + " " + question)}
     support = sum(1 for w in content if w in source_stems) / len(content) if content else 0.0
-    ok = not missing and bool(content or numbers(body)) and support >= 0.6
+    ok = not missing and bool(content or numbers(body)) and support >= MIN_SUPPORT
     return Grounding(ok=ok, missing=missing, support=round(support, 3))
 
 
@@ -122,7 +128,7 @@ def check_answer(answer: str, cited: list[str], question: str) -> Verdict:
     did not already contain — a number for a how-much question, a name for a who question,
     otherwise at least one content word. A fluent restatement of the question fails.
 
-    >>> check_answer("Cohere had 64 percent [1].", ["Cohere (64 percent), Meta (64 percent)"], "What rate did Cohere have?").ok
+    >>> check_answer("Cohere had 64 percent [1].", ["Cohere had 64 percent, Meta 64 percent"], "What rate did Cohere have?").ok
     True
     >>> check_answer("Cohere had a retention rate [1].", ["Cohere (64 percent)"], "What retention rate did Cohere have?").why
     'it adds nothing the question did not already say'
@@ -150,4 +156,4 @@ def check_answer(answer: str, cited: list[str], question: str) -> Verdict:
     return Verdict(ok=True)
 
 
-MAX_ANSWER_WORDS = 45
+MAX_ANSWER_WORDS = 25

@@ -1,0 +1,387 @@
+"""The Gradio chat: streamed cited answers, a source viewer, follow-ups, and the `ask` API endpoint."""
+
+from __future__ import annotations
+
+import html
+import logging
+import re
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import gradio as gr
+from pydantic import BaseModel
+
+from .config import Settings
+from .followup import rewrite
+from .pipeline import Pipeline
+from .text import STOPWORDS, words
+from .types import Answer, Citation, Document
+
+log = logging.getLogger(__name__)
+
+MAX_TURNS = 8  # turns kept in a session: the chat shown, and the frame for follow-ups
+QUOTE_CHARS = 160  # length of the quote shown under an answer
+TITLE_CHARS = 60  # length of a title in the page's one-line description
+MAX_TOP_K = 20  # the slider's and the API's upper bound (Settings.top_k allows 1..20)
+QUEUE_SIZE = 16  # waiting requests beyond this get "queue is full, try again"
+
+# Example questions for the articles shipped in corpus/. An example is shown only when the
+# corpus holds all of its names, so another corpus never gets questions it cannot answer.
+EXAMPLES = [
+    "How much did Meta offer OpenAI engineers as signing bonuses?",
+    "Which Meta researchers did xAI recruit?",
+    "Why is Mark Zuckerberg personally recruiting AI researchers?",
+    "How much was one AI researcher offered by Meta?",
+]
+_NAME = re.compile(r"\b[A-Z][\w’']*[A-Za-z]\b")
+
+CSS = """
+.rag-answer, .rag-refusal, .rag-streaming, .rag-user { line-height: 1.5; }
+.rag-cite-mark { font-size: .8em; vertical-align: super; text-decoration: none; font-weight: 600; padding: 0 1px; }
+.rag-sources { list-style: none; margin: .6em 0 0 0 !important; padding: .5em 0 0 0 !important; border-top: 1px solid var(--border-color-primary); }
+.rag-sources li { margin: .25em 0 !important; font-size: .9em; }
+.rag-sources a { text-decoration: none; color: inherit; display: block; border-radius: 6px; padding: .2em .4em; }
+.rag-sources a:hover { background: var(--color-accent-soft); }
+.rag-sources b { color: var(--color-accent); }
+.rag-quote { color: var(--body-text-color-subdued); }
+.rag-searched { font-size: .78em; color: var(--body-text-color-subdued); margin-top: .5em; }
+.rag-notice { font-weight: 600; }
+.rag-refusal { border-left: 4px solid #d97706; padding-left: .7em; }
+.rag-closest-h { font-size: .85em; margin-top: .5em; color: var(--body-text-color-subdued); }
+.rag-waiting { color: var(--body-text-color-subdued); font-style: italic; }
+.rag-cursor { animation: rag-blink 1s step-end infinite; }
+@keyframes rag-blink { 50% { opacity: 0; } }
+.rag-desc { color: var(--body-text-color-subdued); margin-top: -.4em; }
+"""
+
+VIEWER_CSS = """
+.rag-viewer { border: 1px solid var(--border-color-primary); border-radius: 8px; padding: .8em 1em; background: var(--block-background-fill); }
+.rag-doc-title { font-weight: 700; font-size: 1.05em; margin-bottom: .2em; }
+.rag-doc-meta { font-size: .8em; color: var(--body-text-color-subdued); margin-bottom: .6em; }
+.rag-doc { position: relative; white-space: pre-wrap; overflow-y: auto; height: 62vh; line-height: 1.55; font-size: .92em; padding-right: .5em; }
+.rag-doc mark { background: #fde68a; color: #111; padding: 1px 0; border-radius: 2px; }
+.rag-empty { color: var(--body-text-color-subdued); padding: 2em 1em; text-align: center; }
+"""
+
+# Citation links in chat messages are plain anchors "#rag-cite-<turn>-<n>" (or rag-close- for
+# a refusal's closest passages). One document-level listener turns a click on one into a
+# `click` event of the viewer, carrying which passage to open; the viewer then scrolls to <mark>.
+VIEWER_JS = """
+const handler = (e) => {
+  const a = e.target.closest && e.target.closest('a[href^="#rag-"]');
+  if (!a) return;
+  const m = a.getAttribute('href').match(/^#rag-(cite|close)-(\\d+)-(\\d+)$/);
+  if (!m) return;
+  e.preventDefault();
+  e.stopPropagation();
+  trigger('click', {kind: m[1], turn: parseInt(m[2]), n: parseInt(m[3])});
+};
+if (window.__ragCiteHandler) document.removeEventListener('click', window.__ragCiteHandler, true);
+window.__ragCiteHandler = handler;
+document.addEventListener('click', handler, true);
+const scroll = () => {
+  const box = element.querySelector('.rag-doc');
+  const mark = element.querySelector('.rag-doc mark');
+  if (box && mark) box.scrollTop = Math.max(0, mark.offsetTop - box.clientHeight / 3);
+};
+watch('value', scroll);
+scroll();
+"""
+
+
+class Turn(BaseModel):
+    """One question and its answer in a session; `id` names it in citation links."""
+
+    id: int
+    question: str
+    answer: Answer
+
+
+# -- what the corpus is ------------------------------------------------------------------
+def corpus_topics(documents: Sequence[Document], k: int = 4) -> list[str]:
+    """The words most titles share (names first), to say what a corpus is about.
+
+    >>> docs = [Document(doc_id=str(i), title=t, text=t, path="", sha256="") for i, t in
+    ...         enumerate(["Meta hires AI talent", "Musk lures Meta talent", "Meta and the talent war"])]
+    >>> corpus_topics(docs, 2)
+    ['Meta', 'talent']
+    """
+    df: Counter[str] = Counter()
+    shown: dict[str, str] = {}
+    for doc in documents:
+        seen = set()
+        for token in re.findall(r"[\w’']+", doc.title):
+            base = re.sub(r"['’]s$", "", token)
+            key = (words(base) or [""])[0]
+            if not key or key in STOPWORDS or len(key) < 2 or key.isdigit() or key in seen:
+                continue
+            seen.add(key)
+            df[key] += 1
+            if key not in shown or base[:1].isupper():
+                shown[key] = base
+    ranked = sorted(df, key=lambda w: (-df[w], not shown[w][:1].isupper(), w))
+    return [shown[w] for w in ranked[:k]]
+
+
+def describe_corpus(documents: Sequence[Document]) -> tuple[str, str]:
+    """The page title and a one-line description, both derived from the documents."""
+    n = len(documents)
+    topics = corpus_topics(documents)
+    noun = "article" if n == 1 else "articles"
+    title = f"Ask {n} {noun}" + (f" about {', '.join(topics)}" if topics else "")
+    titles = "; ".join(f"“{_shorten(d.title, TITLE_CHARS)}”" for d in documents)
+    description = f"Cited answers from {n} {noun}, offline: {titles}"
+    return title, description
+
+
+def example_questions(documents: Sequence[Document], k: int = 4) -> list[str]:
+    """EXAMPLES whose names all occur in the corpus; else questions built from the titles."""
+    text = " ".join(d.text for d in documents)
+    fits = [q for q in EXAMPLES if all(name in text for name in _NAME.findall(q)[1:])]
+    if fits:
+        return fits[:k]
+    return [f"What does “{_shorten(d.title, TITLE_CHARS)}” report?" for d in documents[:k]]
+
+
+# -- rendering (every piece of corpus or model text goes through html.escape) --------------
+def _shorten(text: str, limit: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1].rsplit(" ", 1)[0] + "…"
+
+
+def _esc(text: str) -> str:
+    """Escaped for HTML, newlines as <br>, so a chat message stays one HTML block (no markdown)."""
+    return html.escape(text).replace("\r", "").replace("\n", "<br>")
+
+
+def _link(kind: str, turn: int, n: int, inner: str, cls: str = "") -> str:
+    return f'<a href="#rag-{kind}-{turn}-{n}" class="{cls}">{inner}</a>'
+
+
+def _source_list(kind: str, turn: int, citations: Sequence[Citation]) -> str:
+    items = "".join(
+        "<li>"
+        + _link(kind, turn, c.n, f"<b>[{c.n}]</b> {_esc(_shorten(c.title, 90))}<br>"
+                f"<span class=\"rag-quote\">“{_esc(_shorten(c.text, QUOTE_CHARS))}”</span>")
+        + "</li>"
+        for c in citations
+    )
+    return f'<ul class="rag-sources">{items}</ul>'
+
+
+def render_answer(turn: Turn, show_sources: bool = True) -> str:
+    """An answer as one HTML block: text with clickable [n], its sources, and what was searched."""
+    a = turn.answer
+    searched = f'<div class="rag-searched">Searched: {_esc(a.searched)}</div>' if a.searched else ""
+    if a.refused:
+        closest = ""
+        if a.closest and show_sources:
+            closest = ('<div class="rag-closest-h">Closest passages (they do not answer it):</div>'
+                       + _source_list("close", turn.id, a.closest))
+        return ('<div class="rag-refusal"><div class="rag-notice">The articles don’t cover this question.</div>'
+                f"{closest}{searched}</div>")
+    numbers = {c.n for c in a.citations}
+
+    def marker(m: re.Match[str]) -> str:
+        n = int(m.group(1))
+        return _link("cite", turn.id, n, f"[{n}]", "rag-cite-mark") if n in numbers and show_sources else m.group(0)
+
+    body = re.sub(r"\[(\d+)\]", marker, _esc(a.text))
+    sources = _source_list("cite", turn.id, a.citations) if a.citations and show_sources else ""
+    return f'<div class="rag-answer">{body}{sources}{searched}</div>'
+
+
+def render_streaming(text: str) -> str:
+    if not text.strip():
+        return '<div class="rag-streaming rag-waiting">Searching the articles…</div>'
+    return f'<div class="rag-streaming">{_esc(text)}<span class="rag-cursor">▌</span></div>'
+
+
+def render_user(question: str) -> str:
+    return f'<div class="rag-user">{_esc(question)}</div>'
+
+
+def render_messages(turns: Sequence[Turn], show_sources: bool = True) -> list[dict[str, str]]:
+    """The chat as Gradio messages, rebuilt from the turns (so settings apply to old answers)."""
+    messages = []
+    for t in turns:
+        messages.append({"role": "user", "content": render_user(t.question)})
+        messages.append({"role": "assistant", "content": render_answer(t, show_sources)})
+    return messages
+
+
+def render_source(document: Document | None, citation: Citation | None = None) -> str:
+    """The viewer: the whole article, escaped, with the cited passage in <mark>."""
+    if document is None:
+        return '<div class="rag-viewer"><div class="rag-empty">Click a source under an answer to read it in its article, highlighted.</div></div>'
+    text = document.text
+    if citation is None:
+        body, meta = html.escape(text), document.doc_id
+    else:
+        s, e = citation.start, citation.end
+        body = f"{html.escape(text[:s])}<mark>{html.escape(text[s:e])}</mark>{html.escape(text[e:])}"
+        meta = f"[{citation.n}] {document.doc_id} · characters {s}–{e}"
+    return (f'<div class="rag-viewer"><div class="rag-doc-title">{html.escape(document.title)}</div>'
+            f'<div class="rag-doc-meta">{html.escape(meta)}</div><div class="rag-doc">{body}</div></div>')
+
+
+def answer_json(answer: Answer) -> dict[str, Any]:
+    """The structured form the API returns: text, refused, citations, closest, searched, ...
+
+    `Answer.path` is returned as `answer_path`: gradio_client takes any dict with a string
+    "path" key for a file to download, and would fail fetching "generated".
+    """
+    data = answer.model_dump(mode="json")
+    data["answer_path"] = data.pop("path")
+    return data
+
+
+# -- the app -----------------------------------------------------------------------------
+def build(pipeline: Pipeline) -> gr.Blocks:
+    """The Blocks app over a loaded pipeline (call pipeline.warm_up() first to load it)."""
+    documents = list(pipeline.index.documents.values())
+    page_title, description = describe_corpus(documents)
+    default_k = pipeline.settings.top_k
+
+    def respond(message: str, turns: list[Turn], top_k: float, show_sources: bool) -> Iterator[tuple]:
+        question = " ".join((message or "").split())
+        if not question:
+            gr.Warning("Type a question about the articles first.")
+            return
+        previous = [t.answer.searched or t.question for t in turns]
+        searched = rewrite(question, previous)
+        shown = render_messages(turns, show_sources) + [
+            {"role": "user", "content": render_user(question)},
+            {"role": "assistant", "content": render_streaming("")},
+        ]
+        yield "", shown, turns
+        streamed = ""
+        answer: Answer | None = None
+        try:
+            for item in pipeline.stream(question, top_k=int(top_k), searched=searched):
+                if isinstance(item, Answer):
+                    answer = item
+                else:
+                    streamed += item
+                    shown[-1] = {"role": "assistant", "content": render_streaming(streamed)}
+                    yield "", shown, turns
+        except ValueError as err:  # the question failed validation (too long, ...)
+            gr.Warning(str(err))
+            yield message, render_messages(turns, show_sources), turns
+            return
+        except Exception as err:  # keep the chat usable, and say what failed
+            log.exception("answering %r failed", question)
+            yield message, render_messages(turns, show_sources), turns
+            raise gr.Error(f"Answering failed: {err}") from err
+        assert answer is not None
+        turn = Turn(id=(turns[-1].id + 1) if turns else 1, question=question, answer=answer)
+        turns = (list(turns) + [turn])[-MAX_TURNS:]
+        yield "", render_messages(turns, show_sources), turns
+
+    def open_source(turns: list[Turn], evt: gr.EventData) -> str:
+        data = getattr(evt, "_data", None) or {}
+        turn = next((t for t in turns if t.id == data.get("turn")), None)
+        if turn is None:
+            gr.Warning("That answer is no longer in the chat history.")
+            return gr.skip()
+        pool = turn.answer.closest if data.get("kind") == "close" else turn.answer.citations
+        citation = next((c for c in pool if c.n == data.get("n")), None)
+        if citation is None:
+            return gr.skip()
+        return render_source(pipeline.index.documents.get(citation.doc_id), citation)
+
+    def toggle_sources(turns: list[Turn], show_sources: bool) -> tuple:
+        return render_messages(turns, show_sources), gr.Column(visible=show_sources)
+
+    def clear() -> tuple:
+        return [], [], "", render_source(None)
+
+    def ask(question: str, history: list[str] | None = None, top_k: int | None = None) -> dict[str, Any]:
+        """Answer one question from the articles, with citations as structured data.
+
+        Args:
+            question: the question, or a follow-up when `history` is given.
+            history: earlier standalone questions, oldest first; a follow-up such as
+                "and what about Google?" is rewritten against the last one.
+            top_k: passages retrieved (default from the settings).
+
+        Returns:
+            The Answer as a dict: text (with [n] markers), refused, answer_path, searched,
+            citations and closest (n, doc_id, title, text, start, end, score), timings.
+        """
+        if top_k is not None and not 1 <= top_k <= MAX_TOP_K:
+            raise gr.Error(f"top_k must be between 1 and {MAX_TOP_K}, not {top_k}.")
+        searched = rewrite(question, list(history or [])[-MAX_TURNS:])
+        try:
+            return answer_json(pipeline.answer(question, top_k=top_k, searched=searched or None))
+        except ValueError as err:
+            raise gr.Error(str(err)) from err
+
+    examples = [{"text": q} for q in example_questions(documents)]
+    with gr.Blocks(title=page_title, fill_width=True) as demo:
+        gr.Markdown(
+            f"## {html.escape(page_title)}\n<div class='rag-desc'>{html.escape(description)}</div>", latex_delimiters=[]
+        )
+        turns = gr.State([])
+        with gr.Row(equal_height=False):
+            with gr.Column(scale=3, min_width=380):
+                chatbot = gr.Chatbot(
+                    elem_id="rag-chat",
+                    label="Chat",
+                    height="68vh",
+                    placeholder="**Ask a question about the articles.** Answers cite their sources; click one to read it in context.",
+                    examples=examples,
+                    sanitize_html=True,
+                    latex_delimiters=[],
+                    feedback_options=None,
+                    buttons=[],
+                    autoscroll=True,
+                )
+                with gr.Row():
+                    box = gr.Textbox(
+                        elem_id="rag-question", show_label=False, scale=8, autofocus=True,
+                        placeholder="Ask about the articles, or follow up: “and what about Google?”",
+                        max_lines=4, submit_btn=False,
+                    )
+                    send = gr.Button("Ask", variant="primary", scale=1, min_width=80, elem_id="rag-ask")
+                with gr.Row():
+                    clear_btn = gr.Button("Clear chat", size="sm", elem_id="rag-clear")
+                with gr.Accordion("Settings", open=False):
+                    top_k = gr.Slider(1, MAX_TOP_K, value=default_k, step=1, label="Passages retrieved (top-k)", elem_id="rag-topk")
+                    show_sources = gr.Checkbox(True, label="Show sources", elem_id="rag-show-sources")
+            with gr.Column(scale=2, min_width=320, elem_id="rag-viewer-col") as viewer_col:
+                viewer = gr.HTML(
+                    render_source(None), elem_id="rag-viewer", js_on_load=VIEWER_JS, css_template=VIEWER_CSS,
+                    label="Source", show_label=True, container=True,
+                )
+
+        llm = dict(concurrency_limit=1, concurrency_id="llm")
+        ask_inputs = [box, turns, top_k, show_sources]
+        ask_outputs = [box, chatbot, turns]
+        box.submit(respond, ask_inputs, ask_outputs, api_visibility="private", **llm)
+        send.click(respond, ask_inputs, ask_outputs, api_visibility="private", **llm)
+        chatbot.example_select(_example_text, None, box, api_visibility="private", queue=False).then(
+            respond, ask_inputs, ask_outputs, api_visibility="private", **llm
+        )
+        viewer.click(open_source, turns, viewer, api_visibility="private", queue=False)
+        show_sources.change(toggle_sources, [turns, show_sources], [chatbot, viewer_col], api_visibility="private", queue=False)
+        clear_btn.click(clear, None, [chatbot, turns, box, viewer], api_visibility="private", queue=False)
+        chatbot.clear(clear, None, [chatbot, turns, box, viewer], api_visibility="private", queue=False)
+        gr.api(ask, api_name="ask", **llm)
+    return demo
+
+
+def _example_text(evt: gr.SelectData) -> str:
+    return evt.value["text"] if isinstance(evt.value, dict) else str(evt.value)
+
+
+def launch(host: str = "127.0.0.1", port: int = 7860) -> None:
+    """Load the models and index (so the first user waits for nothing), then serve the chat."""
+    pipeline = Pipeline(Settings())
+    log.info("warming up: loading the index and models")
+    pipeline.warm_up()
+    demo = build(pipeline)
+    demo.queue(default_concurrency_limit=1, max_size=QUEUE_SIZE)
+    print(f"rag chat UI ready on http://{host}:{port}", flush=True)
+    demo.launch(server_name=host, server_port=port, css=CSS, show_error=True, footer_links=["api"])

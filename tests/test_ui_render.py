@@ -1,0 +1,65 @@
+"""The chat's HTML builders: escaping, citation links, the viewer's <mark>, corpus-derived text."""
+
+from __future__ import annotations
+
+from rag.types import Answer, Citation, Document
+from rag.ui import Turn, answer_json, describe_corpus, example_questions, render_answer, render_source, render_user
+
+EVIL = "<script>alert(1)</script>"
+
+
+def doc(doc_id: str, title: str, text: str) -> Document:
+    return Document(doc_id=doc_id, title=title, text=text, path="", sha256="")
+
+
+def cite(n: int, text: str, start: int = 0, title: str = "T") -> Citation:
+    return Citation(n=n, doc_id="d", title=title, chunk_id=0, text=text, start=start, end=start + len(text), score=1.0)
+
+
+def test_answer_is_escaped_and_markers_link_to_citations():
+    answer = Answer(question="q", text=f"Meta paid {EVIL} $100 [1] and [7].", citations=[cite(1, f"quote {EVIL}", title=EVIL)], searched="q?")
+    out = render_answer(Turn(id=3, question="q", answer=answer))
+    assert "<script>" not in out and "&lt;script&gt;alert(1)&lt;/script&gt;" in out
+    assert 'href="#rag-cite-3-1"' in out  # marker [1] and the source entry
+    assert "[7]" in out and "#rag-cite-3-7" not in out  # a marker with no citation stays text
+    assert "Searched: q?" in out
+    assert "\n" not in out  # one HTML block: markdown never reformats it
+
+
+def test_hidden_sources_drop_links():
+    answer = Answer(question="q", text="x [1]", citations=[cite(1, "x")])
+    out = render_answer(Turn(id=1, question="q", answer=answer), show_sources=False)
+    assert "rag-sources" not in out and "href" not in out
+
+
+def test_refusal_shows_notice_and_closest_passages():
+    answer = Answer(question="q", text="no", refused=True, path="refused", closest=[cite(1, "near")])
+    out = render_answer(Turn(id=2, question="q", answer=answer))
+    assert "rag-refusal" in out and "don’t cover" in out and 'href="#rag-close-2-1"' in out
+
+
+def test_viewer_marks_the_exact_passage_and_escapes_the_article():
+    text = f"Title {EVIL}\nBefore. The cited <b>part</b>. After."
+    start = text.index("The cited")
+    c = cite(1, "The cited <b>part</b>.", start=start)
+    out = render_source(doc("d", f"Title {EVIL}", text), c)
+    assert "<mark>The cited &lt;b&gt;part&lt;/b&gt;.</mark>" in out
+    assert "<script>" not in out and "<b>" not in out
+    assert "characters" in out and "<div class=\"rag-empty\">" in render_source(None)
+
+
+def test_user_question_is_escaped():
+    assert render_user(f"why {EVIL}\nok") == '<div class="rag-user">why &lt;script&gt;alert(1)&lt;/script&gt;<br>ok</div>'
+
+
+def test_title_and_examples_come_from_the_corpus():
+    docs = [doc("a", "Zebras cross Elm Street", "Zebras on Elm Street."), doc("b", "Elm Street zebra count", "Zebras.")]
+    title, description = describe_corpus(docs)
+    assert title.startswith("Ask 2 articles about Elm")
+    assert "“Zebras cross Elm Street”" in description and "2 articles" in description
+    assert example_questions(docs) == ["What does “Zebras cross Elm Street” report?", "What does “Elm Street zebra count” report?"]
+
+
+def test_api_json_renames_path():
+    data = answer_json(Answer(question="q", text="t", path="extractive"))
+    assert data["answer_path"] == "extractive" and "path" not in data
