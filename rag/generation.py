@@ -135,10 +135,14 @@ class TransformersGenerator:
         prompt_tokens = int(inputs["input_ids"].shape[1])
         streamer = TextIteratorStreamer(self._tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=self.settings.generation_timeout_s + 30)
         result: dict[str, object] = {}
+        # The streamer's timeout is per token: it must not start while this request waits for
+        # the lock behind other users' generations (each bounded by max_time).
+        running = threading.Event()
 
         def run() -> None:
             try:
                 with self._run_lock, torch.inference_mode():
+                    running.set()
                     out = self._model.generate(
                         **inputs,
                         streamer=streamer,
@@ -153,10 +157,13 @@ class TransformersGenerator:
             except Exception as err:  # surfaced to the caller below, never swallowed
                 result["error"] = err
                 streamer.end()
+            finally:
+                running.set()
 
         started = time.perf_counter()
         worker = threading.Thread(target=run, name="rag-generate", daemon=True)
         worker.start()
+        running.wait()
         pieces: list[str] = []
         first = 0.0
         for piece in streamer:
