@@ -422,6 +422,21 @@ def test_threads_share_the_pipeline_without_mixing_answers(pipeline):
         assert fingerprint(a) == expected[q]
 
 
+@pytest.mark.slow
+def test_waiting_for_the_model_does_not_time_out_a_request(generator, monkeypatch):
+    """A request queued behind other users' generations longer than the streamer's per-token
+    timeout (generation_timeout_s + 30 s) must still be answered, not fail with queue.Empty."""
+    monkeypatch.setattr(generator, "settings", generator.settings.model_copy(update={"generation_timeout_s": 0.5}))
+    wait_s = generator.settings.generation_timeout_s + 30 + 1
+    out: list = []
+    with generator._run_lock:  # another user's generation holds the model this long
+        worker = threading.Thread(target=lambda: out.append(list(generator.stream([{"role": "user", "content": "Hi"}], 4))))
+        worker.start()
+        time.sleep(wait_s)
+    worker.join(120)
+    assert out and isinstance(out[0][-1], Generation)
+
+
 def test_embedder_cache_is_safe_under_threads(embedder):
     """A tiny LRU evicts constantly while 8 threads hit it: no KeyError, no wrong vector.
 
