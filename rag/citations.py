@@ -149,6 +149,10 @@ def check_answer(answer: str, cited: list[str], question: str) -> Verdict:
     new_words = {stem(w) for w in words(body) if w not in STOPWORDS and not w[0].isdigit()} - q_stems
     if wants_number(question) and not new_numbers:
         return Verdict(ok=False, why="the question asks for a number and the answer gives none from the passage")
+    if wants_number(question) and len(numbers(source) - numbers(question)) > 1:
+        # several candidate numbers: the 135M model often pairs the wrong one with the subject
+        # ("$100 million" for a "$10,000,000 a year" offer), so quote the passage instead
+        return Verdict(ok=False, why="the passage holds several numbers; quoting it rather than trusting the pick")
     if wants_person(question) and not new_names:
         return Verdict(ok=False, why="the question asks who and the answer names no one from the passage")
     if not (new_numbers or new_names or new_words):

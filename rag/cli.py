@@ -47,7 +47,7 @@ def _cmd_ask(args: argparse.Namespace) -> int:
         print("\nSources:" if answer.citations else "\nClosest passages:")
         for c in shown:
             print(f"  [{c.n}] {c.title} ({c.doc_id}, chars {c.start}-{c.end})\n      \"{c.text}\"")
-    print(f"\n({answer.path}; {answer.timings.get('total', 0):.2f} s)")
+    print(f"\n({answer.route}; {answer.timings.get('total', 0):.2f} s)")
     return 0
 
 

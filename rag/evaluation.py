@@ -137,7 +137,7 @@ class Row(BaseModel):
     subtype: str | None = None
     question: str
     answer: str = ""
-    path: str = ""
+    route: str = ""
     refused: bool = False
     correct: bool = False
     retrieval_rank: int | None = None  # rank (1-based) of the first gold article, None if absent
@@ -171,7 +171,7 @@ def score_row(item: GoldenItem, answer: Any, ranked_docs: list[str], seconds: fl
         subtype=item.subtype,
         question=item.question,
         answer=answer.text,
-        path=answer.path,
+        route=answer.route,
         refused=answer.refused,
         retrieval_rank=rank if item.answerable else None,
         cited=[{"n": c.n, "doc_id": c.doc_id, "text": c.text} for c in cited],
@@ -257,7 +257,7 @@ def evaluate(items: list[GoldenItem], pipeline: Any, progress: bool = True) -> R
             ranked_docs = list(dict.fromkeys(h.chunk.doc_id for h in hits))
             rows.append(score_row(item, answer, ranked_docs, seconds))
         except Exception as err:  # noqa: BLE001 - an error is a result here
-            empty = Answer(question=item.question, text="", refused=False, path="extractive")
+            empty = Answer(question=item.question, text="", refused=False, route="extractive")
             row = score_row(item, empty, [], time.perf_counter() - started)
             row.correct = False
             row.error = f"{err.__class__.__name__}: {err}"
@@ -324,14 +324,14 @@ def write_report(report: Report, folder: Path) -> Path:
         "",
         "## Failures",
         "",
-        "| id | type | question | answer | path | cited passages |",
+        "| id | type | question | answer | route | cited passages |",
         "|---|---|---|---|---|---|",
     ]
     for r in report.rows:
         if r.correct and r.error is None:
             continue
         cited = "<br>".join(f"[{c['n']}] {c['doc_id']}: {_cell(c['text'])[:160]}" for c in r.cited)
-        lines.append(f"| {r.id} | {r.type} | {_cell(r.question)} | {_cell(r.error or r.answer)} | {r.path} | {cited} |")
+        lines.append(f"| {r.id} | {r.type} | {_cell(r.question)} | {_cell(r.error or r.answer)} | {r.route} | {cited} |")
     (folder / "report.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
     return folder / "report.md"
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import sys
 import threading
@@ -16,6 +17,12 @@ from pydantic import BaseModel
 from .config import Settings
 
 log = logging.getLogger(__name__)
+
+# Idle OpenMP threads sleep instead of spinning. Generation runs on its own thread with its own
+# OpenMP team; spinning, that team held the two cores for ~0.5 s after each answer, and the next
+# question's embedding took ~500 ms instead of ~15 ms (benchmarks/RESULTS.md). Read when torch
+# loads libgomp, so it must be set before the first `import torch`; an explicit value wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 class Generation(BaseModel):
@@ -80,18 +87,49 @@ def convert_gguf(settings: Settings) -> Path:
     return target
 
 
+def convert_in_subprocess(settings: Settings) -> Path:
+    """convert_gguf() in a child process, so this one never holds the de-quantised copy.
+
+    Converting in-process left ~290 MB more resident for the life of the server (the fp32
+    de-quantised model is freed to the allocator, not to the OS); see benchmarks/memory_check.py.
+    """
+    target = cached_model_dir(settings)
+    if (target / "config.json").exists() and any(target.glob("*.safetensors")):
+        return target
+    import os
+    import subprocess
+
+    env = dict(os.environ)
+    here = str(Path(__file__).resolve().parents[1])
+    env["PYTHONPATH"] = here + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    code = "import sys; from rag.config import Settings; from rag.generation import convert_gguf; convert_gguf(Settings.model_validate_json(sys.argv[1]))"
+    done = subprocess.run([sys.executable, "-c", code, settings.model_dump_json()], env=env)  # progress goes to our stderr
+    if done.returncode != 0:
+        raise RuntimeError(f"converting {settings.gguf_path.name} failed (exit {done.returncode}); see the messages above")
+    return target
+
+
 class TransformersGenerator:
-    """Greedy decoding with transformers on CPU.
+    """Greedy decoding with transformers on CPU, by a plain forward-pass loop.
+
+    The loop (instead of `model.generate`) saves the per-step bookkeeping of generate and stops
+    on the first token that holds a newline (answers are one line). `prefix_cache=True` starts
+    every prompt from a saved KV cache of the fixed system turn (~70 ms less prefill); it is
+    off by default because in bfloat16 the separately computed prefix changed 1 answer in 6
+    (for the worse). Each choice is measured in benchmarks/RESULTS.md.
 
     One model is shared by every thread; a lock serialises generation because a forward pass
     with its KV cache is not re-entrant, and two interleaved generations would only slow each
     other down on two cores anyway.
     """
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, prefix_cache: bool = False) -> None:
         self.settings = settings
+        self.prefix_cache = prefix_cache
         self._model = None
         self._tokenizer = None
+        self._stop_ids: frozenset[int] = frozenset()
+        self._prefix: tuple[tuple[int, ...], object] | None = None  # (token ids, KV cache)
         self._load_lock = threading.Lock()
         self._run_lock = threading.Lock()
 
@@ -108,9 +146,13 @@ class TransformersGenerator:
 
             hf_logging.disable_progress_bar()
             torch.set_num_threads(self.settings.threads)
-            path = convert_gguf(self.settings)
-            self._tokenizer = AutoTokenizer.from_pretrained(path)
+            path = convert_in_subprocess(self.settings)
+            tokenizer = AutoTokenizer.from_pretrained(path)
             model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, self.settings.dtype))
+            vocab = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
+            newline = {i for i, t in enumerate(vocab) if t and ("\n" in t or "\u010a" in t)}  # byte-level BPE spells \n as U+010A
+            self._stop_ids = frozenset(newline | set(_as_list(model.generation_config.eos_token_id)) | {tokenizer.eos_token_id})
+            self._tokenizer = tokenizer
             self._model = model.eval()
 
     @property
@@ -118,47 +160,83 @@ class TransformersGenerator:
         self.warm_up()
         return self._tokenizer
 
-    def encode(self, messages: list[dict[str, str]]):
-        return self.tokenizer.apply_chat_template(
-            messages, add_generation_prompt=True, return_tensors="pt", return_dict=True
-        )
+    def encode(self, messages: list[dict[str, str]]) -> list[int]:
+        ids = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=True)
+        return list(ids["input_ids"])
 
     def count_tokens(self, messages: list[dict[str, str]]) -> int:
-        return int(self.encode(messages)["input_ids"].shape[1])
+        return len(self.encode(messages))
+
+    def _start_cache(self, messages: list[dict[str, str]], ids: list[int]):
+        """A KV cache already holding the system turn, and how many of `ids` it covers.
+
+        The system prompt is the same for every question, so its keys and values are computed
+        once and copied (a copy is ~1 ms; recomputing ~80 tokens is ~60 ms on two cores).
+        """
+        import copy
+
+        from transformers import DynamicCache
+
+        if not self.prefix_cache or not messages or messages[0].get("role") != "system":
+            return DynamicCache(), 0
+        if self._prefix is None or not _starts_with(ids, self._prefix[0]):
+            prefix = self._tokenizer.apply_chat_template(messages[:1], tokenize=True, return_dict=True)["input_ids"]
+            prefix = tuple(prefix)
+            if not _starts_with(ids, prefix) or len(prefix) >= len(ids):
+                return DynamicCache(), 0
+            import torch
+
+            cache = DynamicCache()
+            with torch.inference_mode():
+                self._model(input_ids=torch.tensor([prefix]), past_key_values=cache, use_cache=True, logits_to_keep=1)
+            self._prefix = (prefix, cache)
+        return copy.deepcopy(self._prefix[1]), len(self._prefix[0])
+
+    def _decode(self, messages: list[dict[str, str]], ids: list[int], max_new_tokens: int, out: "queue.Queue") -> int:
+        """Greedy loop; puts text pieces on `out` as soon as they are whole characters."""
+        import torch
+
+        deadline = time.perf_counter() + self.settings.generation_timeout_s
+        new: list[int] = []
+        shown = ""
+        with torch.inference_mode():
+            cache, done = self._start_cache(messages, ids)
+            step = torch.tensor([ids[done:]])
+            for _ in range(max_new_tokens):
+                logits = self._model(input_ids=step, past_key_values=cache, use_cache=True, logits_to_keep=1).logits
+                token = int(logits[0, -1].argmax())
+                new.append(token)
+                text = self._tokenizer.decode(new, skip_special_tokens=True)
+                if len(text) > len(shown) and not text.endswith("\ufffd"):  # no half a UTF-8 character
+                    out.put(text[len(shown):])
+                    shown = text
+                if token in self._stop_ids or time.perf_counter() > deadline:
+                    break
+                step = torch.tensor([[token]])
+        return len(new)
 
     def stream(self, messages: list[dict[str, str]], max_new_tokens: int) -> Iterator[str | Generation]:
-        import torch
-        from transformers import TextIteratorStreamer
+        import queue
 
         self.warm_up()
-        inputs = self.encode(messages)
-        prompt_tokens = int(inputs["input_ids"].shape[1])
-        streamer = TextIteratorStreamer(self._tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=self.settings.generation_timeout_s + 30)
+        ids = self.encode(messages)
+        pieces_q: queue.Queue = queue.Queue()
         result: dict[str, object] = {}
-        # The streamer's timeout is per token: it must not start while this request waits for
-        # the lock behind other users' generations (each bounded by max_time).
+        end = object()
+        # The per-piece timeout below must not start while this request waits for the lock
+        # behind other users' generations (each bounded by generation_timeout_s).
         running = threading.Event()
 
         def run() -> None:
             try:
-                with self._run_lock, torch.inference_mode():
+                with self._run_lock:
                     running.set()
-                    out = self._model.generate(
-                        **inputs,
-                        streamer=streamer,
-                        max_new_tokens=max_new_tokens,
-                        do_sample=False,
-                        max_time=self.settings.generation_timeout_s,
-                        pad_token_id=self._tokenizer.eos_token_id,
-                        stop_strings=["\n"],  # answers are one line; stop instead of rambling
-                        tokenizer=self._tokenizer,
-                    )
-                result["new_tokens"] = int(out.shape[1] - prompt_tokens)
+                    result["new_tokens"] = self._decode(messages, ids, max_new_tokens, pieces_q)
             except Exception as err:  # surfaced to the caller below, never swallowed
                 result["error"] = err
-                streamer.end()
             finally:
                 running.set()
+                pieces_q.put(end)
 
         started = time.perf_counter()
         worker = threading.Thread(target=run, name="rag-generate", daemon=True)
@@ -166,7 +244,7 @@ class TransformersGenerator:
         running.wait()
         pieces: list[str] = []
         first = 0.0
-        for piece in streamer:
+        while (piece := pieces_q.get(timeout=self.settings.generation_timeout_s + 30)) is not end:
             if not piece:
                 continue
             if not first:
@@ -179,11 +257,21 @@ class TransformersGenerator:
         total = time.perf_counter() - started
         yield Generation(
             text="".join(pieces),
-            prompt_tokens=prompt_tokens,
+            prompt_tokens=len(ids),
             new_tokens=int(result.get("new_tokens", 0)),
             first_token_s=first or total,
             total_s=total,
         )
+
+
+def _as_list(value) -> list[int]:
+    if value is None:
+        return []
+    return list(value) if isinstance(value, (list, tuple)) else [int(value)]
+
+
+def _starts_with(ids: list[int], prefix: tuple[int, ...]) -> bool:
+    return len(ids) >= len(prefix) and tuple(ids[: len(prefix)]) == prefix
 
 
 def make_generator(settings: Settings) -> Generator:

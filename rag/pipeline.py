@@ -16,7 +16,7 @@ from .embedding import Embedder
 from .generation import Generation, Generator, make_generator
 from .index import Index, ensure_index
 from .prompt import REFUSAL, build_messages
-from .refusal import Signals, is_refusal, signals, unanswerable
+from .refusal import FULL_COVERAGE, Signals, is_refusal, signals, unanswerable
 from .retrieval import Retriever
 from .text import terms
 from .types import Answer, Citation, Evidence
@@ -24,7 +24,6 @@ from .types import Answer, Citation, Evidence
 log = logging.getLogger(__name__)
 
 REFUSAL_TEXT = "The articles don't say. I couldn't find this in the indexed articles."
-FULL_COVERAGE = 0.75
 SECOND_SENTENCE_MARGIN = 0.25
 _INVISIBLE = re.compile(r"[\u200b-\u200f\u202a-\u202e\u2060-\u2064\ufeff]")
 
@@ -213,7 +212,7 @@ class Pipeline:
             **base,
             text=text,
             citations=[self._cite(n, chosen[n - 1]) for n in used],
-            path="generated",
+            route="generated",
             reason=how,
             timings=_rounded(timings),
             prompt_tokens=gen.prompt_tokens,
@@ -226,7 +225,7 @@ class Pipeline:
             **base,
             text=text,
             citations=[self._cite(n, e) for n, e in enumerate(chosen, start=1)],
-            path="extractive",
+            route="extractive",
             reason=reason,
             timings=_rounded(timings),
             prompt_tokens=prompt_tokens,
@@ -239,7 +238,7 @@ class Pipeline:
             citations=[],
             closest=[self._cite(n, e) for n, e in enumerate(evidence[:2], start=1)],
             refused=True,
-            path="refused",
+            route="refused",
             reason=why,
             timings=_rounded(timings),
             prompt_tokens=prompt_tokens,

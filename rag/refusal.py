@@ -12,6 +12,8 @@ from .text import normalize, numbers, proper_names, words
 MIN_DENSE = 0.42
 MIN_COVERAGE = 0.35
 STRONG_DENSE = 0.55
+MIN_DENSE_ALWAYS = 0.2
+FULL_COVERAGE = 0.75
 
 REFUSAL_PATTERNS = re.compile(
     r"(do(es)? not (say|mention|contain|provide|specify|state|include)|don't (say|mention)|not (mentioned|stated|specified|provided|given)|"
@@ -55,7 +57,10 @@ def signals(question: str, evidence_texts: list[str], dense: float, coverage: fl
 
 def unanswerable(s: Signals, min_dense: float = MIN_DENSE, min_coverage: float = MIN_COVERAGE) -> str | None:
     """The reason to refuse before generating, or None when the evidence may hold the answer."""
-    if s.dense < min_dense:
+    if s.dense < min_dense and (s.coverage < FULL_COVERAGE or s.dense < MIN_DENSE_ALWAYS):
+        # a short question can have a low cosine with the long sentence that answers it
+        # ("What retention rate did Cohere have?" vs a list of six companies' rates), so a low
+        # cosine alone refuses only when the question's key terms are not all there either
         return f"no passage is close to the question (best cosine {s.dense:.2f} < {min_dense})"
     if s.coverage < min_coverage and s.dense < STRONG_DENSE:
         return f"the passages miss the question's key terms (coverage {s.coverage:.2f} < {min_coverage})"

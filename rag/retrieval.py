@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 from collections import Counter
@@ -13,6 +14,9 @@ from .embedding import Embedder
 from .index import Index
 from .text import terms
 from .types import Evidence, Hit
+
+# bm25s sets its own logger to DEBUG and logs every index build; keep it to warnings.
+logging.getLogger("bm25s").setLevel(logging.WARNING)
 
 
 class _BM25:

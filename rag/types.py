@@ -77,7 +77,7 @@ class Answer(BaseModel):
     citations: list[Citation] = []
     closest: list[Citation] = Field([], description="for a refusal: the nearest passages, shown as 'related'")
     refused: bool = False
-    path: Literal["generated", "extractive", "refused"] = "generated"
+    route: Literal["generated", "extractive", "refused"] = Field("generated", description="which way the answer was made")
     reason: str = Field("", description="why this path was taken (grounding or refusal signal)")
     searched: str = Field("", description="the standalone question used for retrieval")
     signals: dict[str, float | bool] = Field({}, description="answerability signals (see rag.refusal)")

@@ -229,12 +229,9 @@ def render_source(document: Document | None, citation: Citation | None = None) -
 def answer_json(answer: Answer) -> dict[str, Any]:
     """The structured form the API returns: text, refused, citations, closest, searched, ...
 
-    `Answer.path` is returned as `answer_path`: gradio_client takes any dict with a string
-    "path" key for a file to download, and would fail fetching "generated".
+    (No key may be called "path": gradio_client takes such a dict for a file to download.)
     """
-    data = answer.model_dump(mode="json")
-    data["answer_path"] = data.pop("path")
-    return data
+    return answer.model_dump(mode="json")
 
 
 # -- the app -----------------------------------------------------------------------------
@@ -307,7 +304,7 @@ def build(pipeline: Pipeline) -> gr.Blocks:
             top_k: passages retrieved (default from the settings).
 
         Returns:
-            The Answer as a dict: text (with [n] markers), refused, answer_path, searched,
+            The Answer as a dict: text (with [n] markers), refused, route, searched,
             citations and closest (n, doc_id, title, text, start, end, score), timings.
         """
         if top_k is not None and not 1 <= top_k <= MAX_TOP_K:

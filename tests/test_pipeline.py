@@ -27,7 +27,7 @@ ANSWERS = [
     ("Who will lead pre-training efforts in Meta's new lab?", "Jack Rae"),
     ("How much money has Reality Labs lost since 2020?", "$64 billion"),
     ("Which AI model do Meta's engineers use in their internal coding tools?", "Claude"),
-    ("How much did Meta offer the AI researcher per year?", "$10,000,000"),
+    ("How much profit did Meta earn last year?", "$62 billion"),
 ]
 
 
@@ -42,7 +42,7 @@ def test_retrieval_puts_right_article_in_top_3(pipeline, question, doc_id):
 @pytest.mark.parametrize("question,fact", ANSWERS)
 def test_answer_states_fact_with_verbatim_citation(pipeline, question, fact):
     a = pipeline.answer(question)
-    print(f"\n{question}\n  -> {a.text}  ({a.path})")
+    print(f"\n{question}\n  -> {a.text}  ({a.route})")
     assert not a.refused
     assert matches(a.text, fact), a.text
     assert a.citations, "an answer must cite its passage"
@@ -60,7 +60,7 @@ def test_answer_states_fact_with_verbatim_citation(pipeline, question, fact):
 )
 def test_off_topic_question_is_refused(pipeline, question):
     a = pipeline.answer(question)
-    assert a.refused and a.path == "refused"
+    assert a.refused and a.route == "refused"
     assert a.citations == []
     assert "articles don't say" in a.text
 

@@ -33,7 +33,7 @@ def test_hidden_sources_drop_links():
 
 
 def test_refusal_shows_notice_and_closest_passages():
-    answer = Answer(question="q", text="no", refused=True, path="refused", closest=[cite(1, "near")])
+    answer = Answer(question="q", text="no", refused=True, route="refused", closest=[cite(1, "near")])
     out = render_answer(Turn(id=2, question="q", answer=answer))
     assert "rag-refusal" in out and "don’t cover" in out and 'href="#rag-close-2-1"' in out
 
@@ -61,5 +61,5 @@ def test_title_and_examples_come_from_the_corpus():
 
 
 def test_api_json_renames_path():
-    data = answer_json(Answer(question="q", text="t", path="extractive"))
-    assert data["answer_path"] == "extractive" and "path" not in data
+    data = answer_json(Answer(question="q", text="t", route="extractive"))
+    assert data["route"] == "extractive" and "path" not in data

