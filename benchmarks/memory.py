@@ -48,7 +48,7 @@ def main() -> int:
         started = time.perf_counter()
         for i in range(1, args.n + 1):
             a = pipeline.answer(questions[i % len(questions)])
-            paths[a.path] = paths.get(a.path, 0) + 1
+            paths[a.route] = paths.get(a.route, 0) + 1
             if i % 25 == 0 or i == args.n:
                 samples.append((i, round(mb(), 1)))
                 print(f"  {i:4d} questions: RSS {samples[-1][1]:.0f} MB", file=sys.stderr, flush=True)

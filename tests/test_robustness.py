@@ -36,13 +36,13 @@ FIRST_DOC = sorted(CORPUS.iterdir())[0]
 
 def fingerprint(a: Answer) -> tuple:
     """What must not change between two runs of the same question."""
-    return (a.path, a.text, [(c.n, c.doc_id, c.start, c.end) for c in a.citations])
+    return (a.route, a.text, [(c.n, c.doc_id, c.start, c.end) for c in a.citations])
 
 
 def valid(a: Answer) -> bool:
     """Answered with citations, or refused with the refusal shape."""
     if a.refused:
-        return a.path == "refused" and not a.citations
+        return a.route == "refused" and not a.citations
     return bool(a.text.strip()) and bool(a.citations)
 
 
