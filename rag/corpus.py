@@ -20,7 +20,7 @@ class CorpusProblem(BaseModel):
     """A file that was not indexed as-is, and what was done about it."""
 
     name: str
-    action: str  # "skipped", "decoded with replacement", "deduplicated"
+    action: str  # "skipped", "decoded with replacement", "deduplicated", "indexed as '<name>'"
     reason: str
 
     def __str__(self) -> str:
@@ -58,10 +58,11 @@ def title_of(text: str, fallback: str) -> str:
 
 
 def corpus_files(corpus_dir: Path) -> list[Path]:
-    """Every regular file in the folder, sorted by name (hidden files ignored)."""
+    """Every file (and link, even a dangling one) in the folder, sorted by name; hidden files
+    and subfolders are ignored."""
     if not corpus_dir.is_dir():
         return []
-    return sorted(p for p in corpus_dir.iterdir() if p.is_file() and not p.name.startswith("."))
+    return sorted(p for p in corpus_dir.iterdir() if (p.is_file() or p.is_symlink()) and not p.name.startswith("."))
 
 
 def load_corpus(corpus_dir: Path, max_file_bytes: int = 5_000_000) -> Corpus:
@@ -75,19 +76,23 @@ def load_corpus(corpus_dir: Path, max_file_bytes: int = 5_000_000) -> Corpus:
     """
     documents: list[Document] = []
     problems: list[CorpusProblem] = []
-    seen: dict[str, str] = {}
+    seen: dict[str, str] = {}  # normalised content -> first file name holding it
     for path in corpus_files(corpus_dir):
         name = path.name
         if path.suffix.lower() not in TEXT_SUFFIXES:
             problems.append(CorpusProblem(name=name, action="skipped", reason="not a .txt or .md file"))
             continue
-        size = path.stat().st_size
-        if size > max_file_bytes:
-            problems.append(
-                CorpusProblem(name=name, action="skipped", reason=f"{size} bytes is over the {max_file_bytes}-byte limit")
-            )
+        try:
+            size = path.stat().st_size
+            if size > max_file_bytes:
+                problems.append(
+                    CorpusProblem(name=name, action="skipped", reason=f"{size} bytes is over the {max_file_bytes}-byte limit")
+                )
+                continue
+            data = path.read_bytes()
+        except OSError as err:  # vanished, unreadable, a dangling link: one bad file must not stop the rest
+            problems.append(CorpusProblem(name=name, action="skipped", reason=f"unreadable ({err.strerror or err})"))
             continue
-        data = path.read_bytes()
         if b"\x00" in data:
             problems.append(CorpusProblem(name=name, action="skipped", reason="binary file (contains NUL bytes)"))
             continue
@@ -103,14 +108,18 @@ def load_corpus(corpus_dir: Path, max_file_bytes: int = 5_000_000) -> Corpus:
         if not text.strip():
             problems.append(CorpusProblem(name=name, action="skipped", reason="empty or whitespace only"))
             continue
-        digest = hashlib.sha256(data).hexdigest()
-        if digest in seen:
-            problems.append(CorpusProblem(name=name, action="deduplicated", reason=f"same content as {seen[digest]}"))
+        # A copy saved with other line endings, a BOM or trailing blank lines is still a copy.
+        key = hashlib.sha256(" ".join(text.split()).encode("utf-8")).hexdigest()
+        if key in seen:
+            problems.append(CorpusProblem(name=name, action="deduplicated", reason=f"same content as {seen[key]}"))
             continue
-        seen[digest] = name
+        seen[key] = name
         documents.append(
-            Document(doc_id=path.stem, title=title_of(text, path.stem), text=text, path=str(path), sha256=digest)
+            Document(
+                doc_id=path.stem, title=title_of(text, path.stem), text=text, path=str(path), sha256=hashlib.sha256(data).hexdigest()
+            )
         )
+    documents = _unique_ids(documents, problems)
     for problem in problems:
         log.warning("corpus: %s", problem)
     if not documents:
@@ -119,6 +128,25 @@ def load_corpus(corpus_dir: Path, max_file_bytes: int = 5_000_000) -> Corpus:
             + (f" (problems: {'; '.join(map(str, problems))})" if problems else "")
         )
     return Corpus(documents=documents, problems=problems)
+
+
+def _unique_ids(documents: list[Document], problems: list[CorpusProblem]) -> list[Document]:
+    """"a.txt" and "a.md" are two documents, and a citation must say which: the .txt keeps the
+    id "a" (so adding a file never renames an indexed one), the others use their file name."""
+    owners: dict[str, Document] = {}
+    for doc in sorted(documents, key=lambda d: Path(d.path).suffix.lower() != ".txt"):
+        owners.setdefault(doc.doc_id, doc)
+    out = []
+    for doc in documents:
+        owner = owners[doc.doc_id]
+        if owner is not doc:
+            name = Path(doc.path).name
+            problems.append(
+                CorpusProblem(name=name, action=f"indexed as {name!r}", reason=f"id {doc.doc_id!r} is taken by {Path(owner.path).name}")
+            )
+            doc = doc.model_copy(update={"doc_id": name})
+        out.append(doc)
+    return out
 
 
 def read_document_text(path: Path) -> str:

@@ -24,6 +24,7 @@ class Embedder:
         self._model = None
         self._load_lock = threading.Lock()
         self._lock = threading.Lock()
+        self._cache_lock = threading.Lock()  # the LRU is read and reordered by every request thread
         self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._cache_size = cache_size
 
@@ -62,12 +63,14 @@ class Embedder:
 
     def encode_query(self, text: str) -> np.ndarray:
         """One question, cached."""
-        hit = self._cache.get(text)
-        if hit is not None:
-            self._cache.move_to_end(text)
-            return hit
+        with self._cache_lock:
+            hit = self._cache.get(text)
+            if hit is not None:
+                self._cache.move_to_end(text)
+                return hit
         vector = self.encode([text])[0]
-        self._cache[text] = vector
-        if len(self._cache) > self._cache_size:
-            self._cache.popitem(last=False)
+        with self._cache_lock:
+            self._cache[text] = vector
+            while len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
         return vector

@@ -218,19 +218,25 @@ class TransformersGenerator:
         pieces_q: queue.Queue = queue.Queue()
         result: dict[str, object] = {}
         end = object()
+        # The per-piece timeout below must not start while this request waits for the lock
+        # behind other users' generations (each bounded by generation_timeout_s).
+        running = threading.Event()
 
         def run() -> None:
             try:
                 with self._run_lock:
+                    running.set()
                     result["new_tokens"] = self._decode(messages, ids, max_new_tokens, pieces_q)
             except Exception as err:  # surfaced to the caller below, never swallowed
                 result["error"] = err
             finally:
+                running.set()
                 pieces_q.put(end)
 
         started = time.perf_counter()
         worker = threading.Thread(target=run, name="rag-generate", daemon=True)
         worker.start()
+        running.wait()
         pieces: list[str] = []
         first = 0.0
         while (piece := pieces_q.get(timeout=self.settings.generation_timeout_s + 30)) is not end:

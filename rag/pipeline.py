@@ -31,8 +31,13 @@ _INVISIBLE = re.compile(r"[\u200b-\u200f\u202a-\u202e\u2060-\u2064\ufeff]")
 def clean_question(question: str, max_chars: int) -> str:
     """Validate and normalise a user question.
 
-    Control and zero-width characters are removed (they change nothing a reader sees but
-    can split words for the tokenizers); the length limit is checked before any tokenising.
+    Invisible format characters (zero-width spaces and joiners, soft hyphens, bidi marks and
+    isolates, tag characters) are removed, since they sit inside words ("Alt\u00adman" is
+    "Altman" to a reader); other control characters become spaces. The length limit is checked
+    before any other work, so an over-long question is never tokenised.
+
+    >>> clean_question("  Who is Alt\u00adman\u2069?\x07 ", 100)
+    'Who is Altman?'
 
     Raises:
         ValueError: the question is not a string, is empty, or is longer than `max_chars`.
@@ -42,8 +47,13 @@ def clean_question(question: str, max_chars: int) -> str:
     if len(question) > max_chars:
         raise ValueError(f"The question is {len(question)} characters long; the limit is {max_chars}.")
     question = _INVISIBLE.sub("", question)
-    question = "".join(ch if ch in "\n\t" or unicodedata.category(ch)[0] != "C" else " " for ch in question)
-    question = unicodedata.normalize("NFC", " ".join(question.split()))
+    out = []
+    for ch in question:
+        kind = unicodedata.category(ch)
+        if kind == "Cf":
+            continue  # format characters are invisible and join or split nothing a reader sees
+        out.append(" " if kind[0] == "C" else ch)  # controls, lone surrogates, private use
+    question = unicodedata.normalize("NFC", " ".join("".join(out).split()))
     if not question:
         raise ValueError("The question is empty: type a question about the articles.")
     return question
