@@ -24,7 +24,7 @@ MAX_TURNS = 8  # turns kept in a session: the chat shown, and the frame for foll
 QUOTE_CHARS = 160  # length of the quote shown under an answer
 TITLE_CHARS = 60  # length of a title in the page's one-line description
 MAX_TOP_K = 20  # the slider's and the API's upper bound (Settings.top_k allows 1..20)
-QUEUE_SIZE = 16  # waiting requests beyond this get "queue is full, try again"
+QUEUE_SIZE = 32  # waiting requests beyond this get "queue is full, try again"; 20 users fit
 
 # Example questions for the articles shipped in corpus/. An example is shown only when the
 # corpus holds all of its names, so another corpus never gets questions it cannot answer.

@@ -29,26 +29,17 @@ PER_CLIENT = 5
 HARD_TIMEOUT_S = 900  # the whole load phase; a hang fails the test instead of blocking CI
 REQUEST_TIMEOUT_S = 600  # one request, queueing included
 
-from rag.ui import QUEUE_SIZE  # noqa: E402
-
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.load,
     pytest.mark.timeout(HARD_TIMEOUT_S + 600),
-    # One request runs and QUEUE_SIZE wait; the rest get "Queue is full" at once. Measured with
-    # 16: 16 of 100 requests rejected; with 32: 0 errors. Drop this mark once rag/ui.py holds 20.
-    pytest.mark.xfail(
-        QUEUE_SIZE + 1 < CLIENTS,
-        reason=f"rag.ui.QUEUE_SIZE={QUEUE_SIZE} cannot hold {CLIENTS} concurrent clients (needs >= {CLIENTS - 1})",
-        strict=True,
-    ),
 ]
-QUESTIONS = [
-    "On which podcast did Sam Altman discuss Meta's attempts to recruit his staff?",
-    "On which social media platform did Elon Musk celebrate hiring researchers away from Meta?",
-    "How large were the signing bonuses that Sam Altman said Meta offered his top engineers?",
-    "What is the name of the video-trained world model recently released by Meta's AI research group?",
-    "How many employees does Scale AI have?",  # not in the articles: another path under load
+QUESTIONS = [  # written for this test, not taken from the golden set
+    "Which podcast did Altman appear on?",
+    "How many Meta researchers left for xAI since January?",
+    "How much profit did Meta earn last year?",
+    "Which AI model do Meta's engineers use in their internal coding tools?",
+    "What is the tallest mountain in Europe?",  # refused: another path under load
 ]
 
 API = "/ask"  # rag/ui.py: gr.api(ask, api_name="ask") -> the Answer as a dict
