@@ -144,6 +144,8 @@ class Pipeline:
         timings: dict[str, float] = {}
         t0 = time.perf_counter()
         question = clean_question(question, s.max_question_chars)
+        if top_k is not None and not 1 <= top_k <= 20:
+            raise ValueError(f"top_k must be between 1 and 20, not {top_k}.")
         query = clean_question(searched, s.max_question_chars) if searched else question
 
         t = time.perf_counter()

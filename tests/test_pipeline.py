@@ -77,3 +77,9 @@ def test_public_surface():
     assert {"answer", "Answer", "Citation", "Settings"} <= set(rag.__all__)
     assert set(rag.Answer.model_fields) >= {"text", "citations", "refused", "timings"}
     assert set(rag.Citation.model_fields) >= {"doc_id", "title", "chunk_id", "text", "start", "end", "score"}
+
+
+@pytest.mark.parametrize("top_k", [0, 21])
+def test_top_k_out_of_range_is_a_clear_error(pipeline, top_k):
+    with pytest.raises(ValueError, match="top_k must be between 1 and 20"):
+        pipeline.answer("What retention rate did Cohere have?", top_k=top_k)
