@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import NamedTuple
 from pathlib import Path
 
 import pytest
@@ -67,8 +68,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+class App(NamedTuple):
+    url: str
+    pid: int
+
+
 @contextmanager
-def running_app(root: Path, extra_docs: dict[str, str] | None = None, index_from: Path | None = None) -> Iterator[str]:
+def running_app(root: Path, extra_docs: dict[str, str] | None = None, index_from: Path | None = None) -> Iterator[App]:
     """Start `python -m rag serve` on a free loopback port over a copy of the corpus in `root`.
 
     `extra_docs` (file name -> text) are added to the copy. `index_from` is an index folder
@@ -116,7 +122,7 @@ def running_app(root: Path, extra_docs: dict[str, str] | None = None, index_from
             if time.monotonic() > deadline:
                 pytest.fail(f"the app was not up after {APP_START_TIMEOUT_S} s:\n{log_path.read_text()[-3000:]}")
             time.sleep(0.5)
-        yield url
+        yield App(url=url, pid=proc.pid)
     finally:
         proc.terminate()
         try:
@@ -133,8 +139,8 @@ def app_url(tmp_path_factory, pipeline) -> Iterator[str]:
     It starts from a copy of the session pipeline's index (same corpus, same settings).
     """
     pipeline.index  # built once per session, shared with the other slow tests
-    with running_app(tmp_path_factory.mktemp("app"), index_from=pipeline.settings.index_dir) as url:
-        yield url
+    with running_app(tmp_path_factory.mktemp("app"), index_from=pipeline.settings.index_dir) as app:
+        yield app.url
 
 
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",

@@ -9,20 +9,13 @@ p50/p95 latency and the server's RSS before/after are printed (run with -s to se
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import signal
-import subprocess
-import sys
 import time
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor, wait
-from pathlib import Path
 
 import psutil
 import pytest
 
-from conftest import CORPUS, REPO, free_port
+from conftest import running_app
 
 CLIENTS = 20
 PER_CLIENT = 5
@@ -47,46 +40,9 @@ API = "/ask"  # rag/ui.py: gr.api(ask, api_name="ask") -> the Answer as a dict
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    root = tmp_path_factory.mktemp("serve")
-    shutil.copytree(CORPUS, root / "corpus")
-    port = free_port()
-    env = {
-        **os.environ,
-        "RAG_CORPUS_DIR": str(root / "corpus"),
-        "RAG_INDEX_DIR": str(root / "index"),
-        "GRADIO_ANALYTICS_ENABLED": "False",
-        "NO_PROXY": "127.0.0.1,localhost",
-    }
-    log = (root / "server.log").open("w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "rag", "serve", "--host", "127.0.0.1", "--port", str(port)],
-        cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}/"
-    try:
-        deadline = time.monotonic() + 300
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"server exited with {proc.returncode}:\n{(root / 'server.log').read_text()[-3000:]}")
-            try:
-                with urllib.request.urlopen(url, timeout=5) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail("server did not come up in 300 s")
-            time.sleep(1)
-        yield url, proc
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(10)
-        log.close()
+    """The real app on a free loopback port over a private corpus copy (see conftest.running_app)."""
+    with running_app(tmp_path_factory.mktemp("serve")) as app:
+        yield app.url, app.pid
 
 
 def client(url: str):
@@ -112,12 +68,12 @@ def percentile(values: list[float], p: float) -> float:
 
 
 def test_twenty_concurrent_clients(server):
-    url, proc = server
+    url, pid = server
     first = client(url)
     reference = {q: ask(first, q)[0] for q in QUESTIONS}  # alone: also warms the server
     for q in QUESTIONS[:4]:  # answerable: cited
         assert reference[q]["citations"] and not reference[q]["refused"], reference[q]
-    server_rss = psutil.Process(proc.pid)
+    server_rss = psutil.Process(pid)
     rss_before = server_rss.memory_info().rss
 
     def user(n: int) -> list[tuple[str, str | Exception, float]]:

@@ -24,8 +24,8 @@ EVIL = (
 
 @pytest.fixture(scope="module")
 def evil_app(tmp_path_factory):
-    with running_app(tmp_path_factory.mktemp("evil"), extra_docs={"zzz_evil.txt": EVIL}) as url:
-        yield url
+    with running_app(tmp_path_factory.mktemp("evil"), extra_docs={"zzz_evil.txt": EVIL}) as app:
+        yield app.url
 
 
 def test_html_in_corpus_and_question_is_shown_as_text(chromium, evil_app, tmp_path):
