@@ -75,6 +75,7 @@ class Settings(BaseSettings):
     evidence_k: int = Field(3, ge=1, le=8, description="sentences the LLM reads")
     hybrid: bool = True
     rrf_k: int = 60
+    extra_candidates: int = Field(2, ge=0, le=10, description="chunks ranked first by only one ranker, added for evidence")
     grounding_check: bool = True
     use_llm: bool = True
 

@@ -104,7 +104,9 @@ class Pipeline:
     def retriever(self) -> Retriever:
         with self._lock:
             if self._retriever is None:
-                self._retriever = Retriever(self.index, self.embedder, self.settings.hybrid, self.settings.rrf_k)
+                self._retriever = Retriever(
+                    self.index, self.embedder, self.settings.hybrid, self.settings.rrf_k, extra_per_list=self.settings.extra_candidates
+                )
             return self._retriever
 
     @property

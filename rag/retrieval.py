@@ -45,9 +45,11 @@ class Retriever:
     """Hybrid retrieval over an Index. Settings in the constructor, the question in the call."""
 
     def __init__(
-        self, index: Index, embedder: Embedder, hybrid: bool = True, rrf_k: int = 60, overlap_weight: float = 0.5, rank_bonus: float = 0.05
+        self, index: Index, embedder: Embedder, hybrid: bool = True, rrf_k: int = 60, overlap_weight: float = 0.5, rank_bonus: float = 0.05,
+        extra_per_list: int = 0,
     ) -> None:
         self.overlap_weight = overlap_weight
+        self.extra_per_list = extra_per_list
         self.rank_bonus = rank_bonus
         self.index = index
         self.embedder = embedder
@@ -66,7 +68,8 @@ class Retriever:
         return self._chunk_bm25, self._sentence_bm25  # type: ignore[return-value]
 
     def search(self, question: str, k: int) -> list[Hit]:
-        """Top-k chunks. Dense cosine and BM25 each rank all chunks; RRF fuses the ranks
+        """Top-k chunks by fused rank, then up to `extra_per_list` more from the head of each
+        ranker's own list. Dense cosine and BM25 each rank all chunks; RRF fuses the ranks
         (score = sum of 1/(rrf_k + rank)), which needs no score calibration between the two."""
         q = self.embedder.encode_query(question)
         n = self.index.chunk_vectors.ntotal
@@ -84,7 +87,14 @@ class Retriever:
                 if bm25[i] <= 0:
                     break
                 fused[i] += 1.0 / (self.rrf_k + rank + 1)
-        top = np.argsort(-fused, kind="stable")[:k]
+        top = list(np.argsort(-fused, kind="stable")[:k])
+        if self.extra_per_list:
+            # RRF rewards chunks that both rankers like; a chunk that only one ranks first (the
+            # one sentence naming a rare word, say) still deserves a look by the evidence step
+            for order in (dense_ids[0], np.argsort(-bm25, kind="stable") if self.hybrid else []):
+                for i in list(order)[: self.extra_per_list]:
+                    if i not in top and (order is dense_ids[0] or bm25[i] > 0):
+                        top.append(i)
         return [
             Hit(chunk=self.index.chunks[i], score=float(fused[i]), dense=float(dense[i]), bm25=float(bm25[i]))
             for i in top

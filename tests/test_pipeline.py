@@ -83,3 +83,13 @@ def test_public_surface():
 def test_top_k_out_of_range_is_a_clear_error(pipeline, top_k):
     with pytest.raises(ValueError, match="top_k must be between 1 and 20"):
         pipeline.answer("What retention rate did Cohere have?", top_k=top_k)
+
+
+def test_a_chunk_only_bm25_ranks_first_still_reaches_the_evidence(pipeline):
+    """RRF alone drops a chunk that BM25 ranks first but dense ranks low (the only mention of a
+    rare word); the extra candidates keep it, so its sentence can be the evidence."""
+    question = "Which podcast did Altman appear on?"
+    hits = pipeline.retriever.search(question, pipeline.settings.top_k)
+    assert any("Uncapped podcast" in h.chunk.text for h in hits)
+    evidence = pipeline.retriever.evidence(question, hits, pipeline.settings.evidence_k)
+    assert "Uncapped podcast" in evidence[0].sentence.text
