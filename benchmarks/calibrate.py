@@ -21,7 +21,7 @@ def main(path: str = "tests/golden/golden.jsonl") -> None:
     s = pipeline.settings
     rows: list[tuple[str, str, Signals, str]] = []
     for item in load_golden(Path(path)):
-        hits = pipeline.retriever.search(item.question, s.top_k)
+        hits = pipeline.retriever.candidates(item.question, s.top_k)
         ev = pipeline.retriever.evidence(item.question, hits, s.evidence_k)
         sig = signals(item.question, [e.sentence.text for e in ev], max(e.dense for e in ev), pipeline.retriever.coverage(item.question, ev))
         rows.append((item.id, item.type if item.answerable else f"un:{item.subtype}", sig, item.question))

@@ -33,7 +33,7 @@ def main(path: str = "tests/golden/golden.jsonl") -> None:
         prompt.SYSTEM = system
         accepted = right = tokens = 0
         for item in items:
-            hits = p.retriever.search(item.question, s.top_k)
+            hits = p.retriever.candidates(item.question, s.top_k)
             chosen = choose_sentences(item.question, p.retriever.evidence(item.question, hits, s.evidence_k))
             gen = [x for x in p.generator.stream(prompt.build_messages(item.question, chosen), s.max_new_tokens) if isinstance(x, Generation)][0]
             text = gen.text.strip().split("\n")[0]

@@ -151,7 +151,7 @@ class Pipeline:
         query = clean_question(searched, s.max_question_chars) if searched else question
 
         t = time.perf_counter()
-        hits = self.retriever.search(query, top_k or s.top_k)
+        hits = self.retriever.candidates(query, top_k or s.top_k)
         evidence = self.retriever.evidence(query, hits, s.evidence_k)
         timings["retrieve"] = time.perf_counter() - t
 

@@ -68,9 +68,17 @@ class Retriever:
         return self._chunk_bm25, self._sentence_bm25  # type: ignore[return-value]
 
     def search(self, question: str, k: int) -> list[Hit]:
-        """Top-k chunks by fused rank, then up to `extra_per_list` more from the head of each
-        ranker's own list. Dense cosine and BM25 each rank all chunks; RRF fuses the ranks
+        """Top-k chunks. Dense cosine and BM25 each rank all chunks; RRF fuses the ranks
         (score = sum of 1/(rrf_k + rank)), which needs no score calibration between the two."""
+        return self._ranked(question, k, extra=0)
+
+    def candidates(self, question: str, k: int) -> list[Hit]:
+        """The top-k chunks plus up to `extra_per_list` more from the head of each ranker's own
+        list: RRF rewards chunks that both rankers like, and drops one that only one ranks first
+        (the only sentence naming a rare word, say), which still deserves a look for evidence."""
+        return self._ranked(question, k, extra=self.extra_per_list)
+
+    def _ranked(self, question: str, k: int, extra: int) -> list[Hit]:
         q = self.embedder.encode_query(question)
         n = self.index.chunk_vectors.ntotal
         dense_scores, dense_ids = self.index.chunk_vectors.search(q[None, :], n)
@@ -80,6 +88,7 @@ class Retriever:
         for rank, i in enumerate(dense_ids[0]):
             fused[i] += 1.0 / (self.rrf_k + rank + 1)
         bm25 = np.zeros(n, dtype=np.float32)
+        heads = [list(dense_ids[0][:extra])]
         if self.hybrid:
             bm25 = self._bm25()[0].scores(terms(question))
             order = np.argsort(-bm25, kind="stable")
@@ -87,14 +96,10 @@ class Retriever:
                 if bm25[i] <= 0:
                     break
                 fused[i] += 1.0 / (self.rrf_k + rank + 1)
+            heads.append([i for i in order[:extra] if bm25[i] > 0])
         top = list(np.argsort(-fused, kind="stable")[:k])
-        if self.extra_per_list:
-            # RRF rewards chunks that both rankers like; a chunk that only one ranks first (the
-            # one sentence naming a rare word, say) still deserves a look by the evidence step
-            for order in (dense_ids[0], np.argsort(-bm25, kind="stable") if self.hybrid else []):
-                for i in list(order)[: self.extra_per_list]:
-                    if i not in top and (order is dense_ids[0] or bm25[i] > 0):
-                        top.append(i)
+        for head in heads:
+            top += [i for i in head if i not in top]
         return [
             Hit(chunk=self.index.chunks[i], score=float(fused[i]), dense=float(dense[i]), bm25=float(bm25[i]))
             for i in top

@@ -89,7 +89,8 @@ def test_a_chunk_only_bm25_ranks_first_still_reaches_the_evidence(pipeline):
     """RRF alone drops a chunk that BM25 ranks first but dense ranks low (the only mention of a
     rare word); the extra candidates keep it, so its sentence can be the evidence."""
     question = "Which podcast did Altman appear on?"
-    hits = pipeline.retriever.search(question, pipeline.settings.top_k)
+    assert not any("Uncapped podcast" in h.chunk.text for h in pipeline.retriever.search(question, pipeline.settings.top_k))
+    hits = pipeline.retriever.candidates(question, pipeline.settings.top_k)
     assert any("Uncapped podcast" in h.chunk.text for h in hits)
     evidence = pipeline.retriever.evidence(question, hits, pipeline.settings.evidence_k)
     assert "Uncapped podcast" in evidence[0].sentence.text
