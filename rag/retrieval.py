@@ -114,10 +114,7 @@ class Retriever:
         and the prompt short (prefill time dominates on CPU).
         """
         q = self.embedder.encode_query(question)
-        q_terms = set(terms(question))
-        bm25 = self._bm25()[1]
-        weights = {t: bm25.idf.get(t, bm25.default_idf) for t in q_terms}
-        total = sum(weights.values()) or 1.0
+        weights = self._term_weights(question)
         chunk_rank = {h.chunk.chunk_id: r for r, h in enumerate(hits)}
         spans = [(h.chunk.doc_id, h.chunk.start, h.chunk.end, h.chunk.chunk_id) for h in hits]
         candidates: dict[int, tuple[float, float, float]] = {}
@@ -127,7 +124,7 @@ class Retriever:
                 continue
             vec = self.index.sentence_vectors.reconstruct(s.sentence_id)
             dense = float(np.dot(q, vec))
-            overlap = sum(w for t, w in weights.items() if t in self._sentence_terms[s.sentence_id]) / total
+            overlap = _share(weights, self._sentence_terms[s.sentence_id])
             score = dense + self.overlap_weight * overlap + self.rank_bonus / (1 + min(ranks))
             candidates[s.sentence_id] = (score, dense, overlap)
         best = sorted(candidates.items(), key=lambda kv: -kv[1][0])[:n]
@@ -137,10 +134,20 @@ class Retriever:
 
     def coverage(self, question: str, evidence: list[Evidence]) -> float:
         """IDF-weighted share of the question's key terms found anywhere in the evidence."""
-        q_terms = set(terms(question))
-        if not q_terms:
-            return 0.0
-        bm25 = self._bm25()[1]
-        weights = {t: bm25.idf.get(t, bm25.default_idf) for t in q_terms}
         present = set().union(*(self._sentence_terms[e.sentence.sentence_id] for e in evidence)) if evidence else set()
-        return sum(w for t, w in weights.items() if t in present) / (sum(weights.values()) or 1.0)
+        return _share(self._term_weights(question), present)
+
+    def _term_weights(self, question: str) -> dict[str, float]:
+        """The question's key terms, each weighted by its IDF over the sentences (unknown terms
+        weigh the most: they are what a passage would have to add)."""
+        bm25 = self._bm25()[1]
+        return {t: bm25.idf.get(t, bm25.default_idf) for t in set(terms(question))}
+
+
+def _share(weights: dict[str, float], present: set[str]) -> float:
+    """Weighted share of the terms in `weights` that are in `present` (0 when there are none).
+
+    >>> _share({"cohere": 3.0, "rate": 1.0}, {"rate"})
+    0.25
+    """
+    return sum(w for t, w in weights.items() if t in present) / (sum(weights.values()) or 1.0)
