@@ -1,0 +1,63 @@
+"""The vector-store seam: the `VectorStore` protocol every store implements.
+
+Ids are int64 row ids chosen by the Index (stable across updates); vectors are float32 and
+L2-normalised, so inner product is cosine. This module never imports a store; the registry
+in `rag/store/__init__.py` names them (txtai's `ann/dense/factory.py` is the model).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+
+class StoreError(RuntimeError):
+    """A store could not be opened, read or written; the message names the store and the reason."""
+
+
+@runtime_checkable
+class VectorStore(Protocol):
+    """Inner-product search over (id, vector) rows."""
+
+    kind: str
+    """Registry name, recorded in the index manifest ("faiss", "milvus", ...)."""
+    dim: int
+
+    def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+        """Insert rows; `ids` (n,) int64 must not exist yet, `vectors` (n, dim) float32."""
+        ...
+
+    def delete(self, ids: np.ndarray) -> int:
+        """Remove rows by id; unknown ids are ignored. Returns how many were removed."""
+        ...
+
+    def search(self, vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k rows per query: (scores (q, k) float32, ids (q, k) int64), best first; id -1 pads."""
+        ...
+
+    def get(self, ids: np.ndarray) -> np.ndarray:
+        """The stored vectors of `ids`, in that order, (n, dim) float32.
+
+        Raises:
+            KeyError: an id is not in the store.
+        """
+        ...
+
+    def count(self) -> int:
+        """Number of rows."""
+        ...
+
+    def save(self, path: Path) -> None:
+        """Write the store under folder `path` (a no-op for a server-backed store, which is durable)."""
+        ...
+
+    @classmethod
+    def load(cls, path: Path, dim: int) -> "VectorStore":
+        """Open a store saved under `path`.
+
+        Raises:
+            StoreError: missing or damaged files; the message names them.
+        """
+        ...
