@@ -318,7 +318,11 @@ def main(argv: list[str] | None = None) -> dict:
                 if step % 50 == 0:
                     bar.set_postfix(loss=f"{np.mean(losses[-50:]):.3f}")
                 if step % args.save_every == 0 and not args.no_save:
-                    torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(), "step": step}, ckpt)
+                    # written aside and renamed: a kill mid-save must not leave a torn checkpoint
+                    # (it did, before: "failed finding central directory" on resume)
+                    tmp = ckpt.with_suffix(".tmp")
+                    torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(), "step": step}, tmp)
+                    os.replace(tmp, ckpt)
                 if step >= total_steps or step % steps_per_epoch == 0:
                     break
             train_s += time.time() - t_epoch
