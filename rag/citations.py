@@ -6,7 +6,8 @@ import re
 
 from pydantic import BaseModel
 
-from .text import STOPWORDS, numbers, proper_names, stem, words
+from .lexicon import STOPWORDS
+from .text import numbers, proper_names, stem, words
 from .types import Citation, Evidence
 
 MARKER = re.compile(r"\[(\d+)\]")

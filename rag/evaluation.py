@@ -20,6 +20,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from .citations import check_grounding
+from .lexicon import MAGNITUDES, NUMBER_WORDS
 from .text import normalize
 
 # -- golden data -------------------------------------------------------------------------
@@ -57,12 +58,7 @@ def load_golden(path: Path) -> list[GoldenItem]:
 
 # -- answer matching ---------------------------------------------------------------------
 
-_MAGNITUDE = {"thousand": 1e3, "k": 1e3, "million": 1e6, "m": 1e6, "mn": 1e6, "billion": 1e9, "bn": 1e9, "b": 1e9, "trillion": 1e12}
 _QUANTITY = re.compile(r"(\d[\d,]*(?:\.\d+)?)\s*(thousand|million|billion|trillion|mn|bn|[kmb]\b)?")
-_WORD_NUMBERS = {
-    "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8, "nine": 9,
-    "ten": 10, "eleven": 11, "twelve": 12, "thirteen": 13, "fourteen": 14, "fifteen": 15, "fifty": 50, "hundred": 100,
-}
 
 
 def _canon(text: str) -> str:
@@ -91,9 +87,9 @@ def quantities(text: str) -> set[float]:
     for m in _QUANTITY.finditer(t):
         value = float(m.group(1).replace(",", ""))
         if m.group(2):
-            value *= _MAGNITUDE[m.group(2)]
+            value *= MAGNITUDES[m.group(2)]
         values.add(round(value, 6))
-    for word, value in _WORD_NUMBERS.items():
+    for word, value in NUMBER_WORDS.items():
         if re.search(rf"\b{word}\b", t):
             values.add(float(value))
     return values

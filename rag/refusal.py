@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import re
-
 from pydantic import BaseModel
 
+from .lexicon import NUMERIC_QUESTION, PERSON_QUESTION, REFUSAL_PHRASES
 from .text import normalize, numbers, proper_names, words
 
 # Calibrated on tests/golden (see benchmarks/calibrate.py and the eval report's threshold curve).
@@ -14,17 +13,6 @@ MIN_COVERAGE = 0.35
 STRONG_DENSE = 0.55
 MIN_DENSE_ALWAYS = 0.2
 FULL_COVERAGE = 0.75
-
-REFUSAL_PATTERNS = re.compile(
-    r"(do(es)? not (say|mention|contain|provide|specify|state|include)|don't (say|mention)|not (mentioned|stated|specified|provided|given)|"
-    r"no (information|mention)|cannot (answer|be determined)|can't answer|unable to (answer|determine)|not in the (articles|passages))"
-)
-_NUMERIC_QUESTION = re.compile(
-    r"\b(how (much|many|big|large|old|long)|what (percentage|percent|share|proportion|amount|sum|figure|number|year|date)|"
-    r"when|which year)\b"
-)
-_PERSON_QUESTION = re.compile(r"^\s*(who|whom|whose)\b")
-
 
 class Signals(BaseModel):
     """What the decision looks at; kept on the Answer's reason and in eval rows."""
@@ -38,7 +26,7 @@ class Signals(BaseModel):
 
 
 def wants_number(question: str) -> bool:
-    return bool(_NUMERIC_QUESTION.search(normalize(question)))
+    return bool(NUMERIC_QUESTION.search(normalize(question)))
 
 
 def signals(question: str, evidence_texts: list[str], dense: float, coverage: float) -> Signals:
@@ -72,9 +60,9 @@ def unanswerable(s: Signals, min_dense: float = MIN_DENSE, min_coverage: float =
 
 
 def wants_person(question: str) -> bool:
-    return bool(_PERSON_QUESTION.search(normalize(question)))
+    return bool(PERSON_QUESTION.search(normalize(question)))
 
 
 def is_refusal(text: str) -> bool:
     """Whether the model's own words say the passages lack the answer."""
-    return bool(REFUSAL_PATTERNS.search(normalize(text)))
+    return bool(REFUSAL_PHRASES.search(normalize(text)))

@@ -15,7 +15,8 @@ from pydantic import BaseModel
 from .config import Settings
 from .followup import rewrite
 from .pipeline import Pipeline
-from .text import STOPWORDS, words
+from .lexicon import STOPWORDS
+from .text import words
 from .types import Answer, Citation, Document
 
 log = logging.getLogger(__name__)
