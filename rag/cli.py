@@ -8,6 +8,7 @@ import logging
 import sys
 
 from .config import Settings
+from .env import apply_env_defaults
 
 
 def _cmd_index(args: argparse.Namespace) -> int:
@@ -33,14 +34,8 @@ def _cmd_ask(args: argparse.Namespace) -> int:
     if args.json:
         print(pipeline.answer(question).model_dump_json(indent=2))
         return 0
-    answer = None
-    for item in pipeline.stream(question):
-        if isinstance(item, str):
-            print(item, end="", flush=True)
-        else:
-            answer = item
+    answer = pipeline.answer(question, on_token=lambda piece: print(piece, end="", flush=True))
     print("\r\033[K" if sys.stdout.isatty() else "\n", end="")
-    assert answer is not None
     print(answer.text)
     shown = answer.citations or answer.closest
     if shown:
@@ -102,6 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    apply_env_defaults()  # before any command imports torch
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     from .corpus import EmptyCorpusError

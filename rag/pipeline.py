@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import re
 import threading
+import queue
 import time
 import unicodedata
 from collections.abc import Iterator
@@ -13,7 +14,8 @@ from .citations import best_supporting, check_answer, cited_numbers, drop_bad_ma
 from .config import Settings
 from .corpus import Corpus, load_corpus
 from .embedding import Embedder
-from .generation import Generation, Generator, make_generator
+from .env import apply_env_defaults
+from .llm import Generation, Generator, OnToken, make_generator
 from .index import Index, ensure_index
 from .prompt import REFUSAL, build_messages
 from .refusal import FULL_COVERAGE, Signals, is_refusal, signals, unanswerable
@@ -70,6 +72,7 @@ class Pipeline:
         self, settings: Settings | None = None, generator: Generator | None = None, embedder: Embedder | None = None
     ) -> None:
         """`generator` and `embedder` may be shared between pipelines (tests, several corpora)."""
+        apply_env_defaults()  # before anything below can import torch
         self.settings = settings or Settings()
         self._generator = generator
         self._lock = threading.RLock()
@@ -113,7 +116,7 @@ class Pipeline:
     def generator(self) -> Generator:
         with self._lock:
             if self._generator is None:
-                self._generator = make_generator(self.settings)
+                self._generator = make_generator(self.settings.model)
             return self._generator
 
     def warm_up(self) -> None:
@@ -121,26 +124,26 @@ class Pipeline:
         self.retriever._bm25()
         self.embedder.encode_query("warm up")
         if self.settings.use_llm:
-            for _ in self.generator.stream([{"role": "user", "content": "Hi"}], max_new_tokens=1):
-                pass
+            self.generator.warm_up()
+            self.generator.generate([{"role": "user", "content": "Hi"}], max_new_tokens=1)
 
     def title(self, doc_id: str) -> str:
         return self.index.documents[doc_id].title
 
     # -- answering -----------------------------------------------------------------------
-    def answer(self, question: str, top_k: int | None = None, searched: str | None = None) -> Answer:
-        """The final Answer (the streamed pieces are consumed internally)."""
-        for item in self.stream(question, top_k=top_k, searched=searched):
-            if isinstance(item, Answer):
-                return item
-        raise RuntimeError("the pipeline ended without an answer")  # pragma: no cover
+    def answer(self, question: str, top_k: int | None = None, searched: str | None = None, on_token: OnToken | None = None) -> Answer:
+        """Answer a question from the articles, with citations.
 
-    def stream(self, question: str, top_k: int | None = None, searched: str | None = None) -> Iterator[str | Answer]:
-        """Yield generated text pieces as they arrive, then the checked Answer.
+        Args:
+            question: the user's question.
+            top_k: chunks retrieved (default `settings.top_k`).
+            searched: the standalone form of a follow-up question, used for retrieval.
+            on_token: called with each piece of the model's text as it is generated. The final
+                Answer may differ from the streamed text: when the checks reject it, it is
+                replaced by an extractive answer, and invalid markers are removed.
 
-        The final Answer may differ from the streamed text: when the grounding check fails it
-        is replaced by an extractive answer, and invalid markers are removed.
-        `searched` is the standalone form of a follow-up question, used for retrieval.
+        Raises:
+            ValueError: the question is empty or over the length limit, or top_k is out of range.
         """
         s = self.settings
         timings: dict[str, float] = {}
@@ -166,28 +169,29 @@ class Pipeline:
         why = unanswerable(sig)
         if why:
             timings["total"] = time.perf_counter() - t0
-            yield self._refused(base, why, evidence, timings)
-            return
+            return self._refused(base, why, evidence, timings)
 
         if not s.use_llm:
             timings["total"] = time.perf_counter() - t0
-            yield self._extractive(base, chosen, "LLM disabled in settings", timings)
-            return
+            return self._extractive(base, chosen, "LLM disabled in settings", timings)
 
         t = time.perf_counter()
         messages = build_messages(query, chosen)
-        generation: Generation | None = None
-        for piece in self.generator.stream(messages, s.max_new_tokens):
-            if isinstance(piece, Generation):
-                generation = piece
-            else:
-                yield piece
-        assert generation is not None
+        generation = self.generator.generate(messages, s.max_new_tokens, on_token=on_token)
         timings["generate"] = time.perf_counter() - t
         timings["first_token"] = generation.first_token_s
         answer = self._finish(base, query, chosen, evidence, generation, sig, timings)
         answer.timings["total"] = round(time.perf_counter() - t0, 4)
-        yield answer
+        return answer
+
+    def stream(self, question: str, top_k: int | None = None, searched: str | None = None) -> "AnswerStream":
+        """Iterate over the returned stream for the model's text pieces; its `answer` is the checked Answer.
+
+        Raises:
+            ValueError: as answer(), before the first piece.
+        """
+        clean_question(question, self.settings.max_question_chars)  # a bad question fails here, not mid-stream
+        return AnswerStream(lambda on_token: self.answer(question, top_k=top_k, searched=searched, on_token=on_token))
 
     # -- the three ways an answer ends ---------------------------------------------------
     def _finish(
@@ -250,6 +254,39 @@ class Pipeline:
 
     def _cite(self, n: int, e: Evidence) -> Citation:
         return to_citation(n, e, self.title(e.sentence.doc_id))
+
+
+class AnswerStream:
+    """The model's text pieces as an iterator, for callers that loop (the chat UI, the CLI).
+
+    The answer runs on a worker thread that hands each piece over; once the loop ends, `answer`
+    holds the checked Answer, and an error of the worker is raised in the loop.
+    """
+
+    def __init__(self, run) -> None:
+        self.answer: Answer | None = None
+        self._run = run
+
+    def __iter__(self) -> Iterator[str]:
+        pieces: queue.Queue = queue.Queue()
+        end = object()
+        failure: list[BaseException] = []
+
+        def work() -> None:
+            try:
+                self.answer = self._run(pieces.put)
+            except BaseException as err:  # handed to the caller's thread below
+                failure.append(err)
+            finally:
+                pieces.put(end)
+
+        worker = threading.Thread(target=work, name="rag-answer", daemon=True)
+        worker.start()
+        while (piece := pieces.get()) is not end:
+            yield piece
+        worker.join()
+        if failure:
+            raise failure[0]
 
 
 def choose_sentences(query: str, evidence: list[Evidence]) -> list[Evidence]:

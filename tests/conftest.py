@@ -12,8 +12,11 @@ import pytest
 
 from rag.config import Settings
 from rag.embedding import Embedder
-from rag.generation import TransformersGenerator
+from rag.env import apply_env_defaults
+from rag.llm.transformers import TransformersGenerator
 from rag.pipeline import Pipeline
+
+apply_env_defaults()  # as the entry points do, before any test loads torch
 
 REPO = Path(__file__).resolve().parents[1]
 CORPUS = REPO / "corpus"
@@ -38,7 +41,7 @@ def embedder() -> Embedder:
 
 @pytest.fixture(scope="session")
 def generator() -> TransformersGenerator:
-    gen = TransformersGenerator(Settings())
+    gen = TransformersGenerator(Settings().model)
     gen.warm_up()
     return gen
 
@@ -99,6 +102,7 @@ def running_app(root: Path, extra_docs: dict[str, str] | None = None, index_from
         os.environ,
         RAG_CORPUS_DIR=str(corpus_dir),
         RAG_INDEX_DIR=str(root / "index"),
+        PYTHONPATH=str(REPO),  # this checkout's rag, whatever is installed
         HF_HUB_OFFLINE="1",
         GRADIO_ANALYTICS_ENABLED="False",
     )

@@ -21,7 +21,6 @@ import pytest
 from conftest import CORPUS, REPO, make_settings
 from rag.corpus import EmptyCorpusError, load_corpus
 from rag.embedding import Embedder
-from rag.generation import Generation
 from rag.index import CURRENT, Index, ensure_index
 from rag.pipeline import Pipeline
 from rag.prompt import SYSTEM, build_messages
@@ -48,7 +47,8 @@ def valid(a: Answer) -> bool:
 
 def run_cli(*args: str, env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "rag", *args], cwd=REPO, env={**os.environ, **env}, capture_output=True, text=True, timeout=timeout
+        [sys.executable, "-m", "rag", *args], cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO), **env},
+        capture_output=True, text=True, timeout=timeout,
     )
 
 
@@ -327,7 +327,7 @@ def test_killed_build_leaves_the_previous_index_usable(small, tmp_path):
     text = FIRST_DOC.read_text(encoding="utf-8")
     for n in range(40):
         (settings.corpus_dir / f"copy-{n:02d}.txt").write_text(f"Edition {n}.\n{text}", encoding="utf-8")
-    env = {"RAG_CORPUS_DIR": str(settings.corpus_dir), "RAG_INDEX_DIR": str(settings.index_dir)}
+    env = {"RAG_CORPUS_DIR": str(settings.corpus_dir), "RAG_INDEX_DIR": str(settings.index_dir), "PYTHONPATH": str(REPO)}
     proc = subprocess.Popen(
         [sys.executable, "-m", "rag", "index", "--rebuild"], cwd=REPO, env={**os.environ, **env},
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
@@ -425,16 +425,16 @@ def test_threads_share_the_pipeline_without_mixing_answers(pipeline):
 @pytest.mark.slow
 def test_waiting_for_the_model_does_not_time_out_a_request(generator, monkeypatch):
     """A request queued behind other users' generations longer than the streamer's per-token
-    timeout (generation_timeout_s + 30 s) must still be answered, not fail with queue.Empty."""
-    monkeypatch.setattr(generator, "settings", generator.settings.model_copy(update={"generation_timeout_s": 0.5}))
-    wait_s = generator.settings.generation_timeout_s + 30 + 1
+    timeout (timeout_s + 30 s) must still be answered, not fail with queue.Empty."""
+    monkeypatch.setattr(generator, "settings", generator.settings.model_copy(update={"timeout_s": 0.5}))
+    wait_s = generator.settings.timeout_s + 30 + 1
     out: list = []
     with generator._run_lock:  # another user's generation holds the model this long
-        worker = threading.Thread(target=lambda: out.append(list(generator.stream([{"role": "user", "content": "Hi"}], 4))))
+        worker = threading.Thread(target=lambda: out.append(generator.generate([{"role": "user", "content": "Hi"}], 4)))
         worker.start()
         time.sleep(wait_s)
     worker.join(120)
-    assert out and isinstance(out[0][-1], Generation)
+    assert out and out[0].new_tokens >= 1
 
 
 def test_embedder_cache_is_safe_under_threads(embedder):
@@ -469,24 +469,25 @@ def test_embedder_cache_is_safe_under_threads(embedder):
 
 def test_max_new_tokens_is_enforced(pipeline, generator):
     evidence = pipeline.retriever.evidence(PODCAST, pipeline.retriever.search(PODCAST, 4), 3)
-    items = list(generator.stream(build_messages(PODCAST, evidence), max_new_tokens=2))
-    final = items[-1]
-    assert isinstance(final, Generation) and final.new_tokens <= 2
+    final = generator.generate(build_messages(PODCAST, evidence), max_new_tokens=2)
+    assert final.new_tokens <= 2
     # and through the pipeline, with the bound coming from Settings
     tiny = Pipeline(pipeline.settings.model_copy(update={"max_new_tokens": 2}), generator=generator, embedder=pipeline.embedder)
-    streamed = "".join(p for p in tiny.stream(PODCAST) if isinstance(p, str))
-    assert len(generator.tokenizer(streamed, add_special_tokens=False)["input_ids"]) <= 2
+    streamed: list[str] = []
+    tiny.answer(PODCAST, on_token=streamed.append)
+    assert len(generator.tokenizer("".join(streamed), add_special_tokens=False)["input_ids"]) <= 2
 
 
 def test_generation_time_limit_is_enforced(generator, monkeypatch):
+    """Past its time limit a generation stops after the token in hand and says so."""
     messages = [{"role": "user", "content": "Write one very long sentence listing every country in Europe."}]
-    monkeypatch.setattr(generator, "settings", generator.settings.model_copy(update={"generation_timeout_s": 600}))
-    free = list(generator.stream(messages, max_new_tokens=12))[-1]
-    monkeypatch.setattr(generator, "settings", generator.settings.model_copy(update={"generation_timeout_s": 0.05}))
-    capped = list(generator.stream(messages, max_new_tokens=12))[-1]
-    assert free.new_tokens == 12
-    assert capped.new_tokens <= 3
-    assert capped.total_s < free.total_s
+    monkeypatch.setattr(generator, "settings", generator.settings.model_copy(update={"timeout_s": 600}))
+    free = generator.generate(messages, max_new_tokens=12)
+    monkeypatch.setattr(generator, "settings", generator.settings.model_copy(update={"timeout_s": 1e-9}))
+    capped = generator.generate(messages, max_new_tokens=12)
+    assert (free.new_tokens, free.finish_reason) == (12, "length")
+    assert (capped.new_tokens, capped.finish_reason) == (1, "timeout")
+    assert free.text.startswith(capped.text)  # the same greedy start, cut
 
 
 def test_retrieved_passages_are_bounded(pipeline, generator):
