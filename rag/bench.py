@@ -246,9 +246,9 @@ from rag.config import Settings
 marks["import"] = time.perf_counter()
 settings = Settings.model_validate_json(sys.argv[1])
 p = Pipeline(settings)
-p.embedder.model
+p.embedder.warm_up()
 marks["embedder"] = time.perf_counter()
-p.retriever._bm25()
+p.retriever.warm_up()
 marks["index"] = time.perf_counter()
 if settings.use_llm:
     p.generator.warm_up()

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import bisect
 import re
 
 from pydantic import BaseModel
 
 from .lexicon import STOPWORDS
 from .text import numbers, proper_names, stem, words
-from .types import Citation, Evidence
+from .types import Citation, Document, Evidence
 
 MARKER = re.compile(r"\[(\d+)\]")
 _MARKER_RUN = re.compile(r"\s*(?:\[\d+\](?:\s*,\s*)?)+")
@@ -111,9 +112,21 @@ def best_supporting(answer: str, evidence: list[Evidence]) -> list[int]:
     return chosen
 
 
-def to_citation(n: int, e: Evidence, title: str) -> Citation:
+def to_citation(n: int, e: Evidence, document: Document) -> Citation:
+    """Passage `n` of an answer: the evidence sentence, with its document's title and page.
+
+    >>> from rag.types import Sentence
+    >>> doc = Document(doc_id="d", title="T", text="Page one. Page two.", path="", sha256="", pages=[0, 10])
+    >>> s = Sentence(doc_id="d", sentence_id=1, chunk_id=0, text="Page two.", start=10, end=19)
+    >>> to_citation(1, Evidence(sentence=s, score=1.0, dense=0.5, overlap=0.5), doc).page
+    2
+    """
     s = e.sentence
-    return Citation(n=n, doc_id=s.doc_id, title=title, chunk_id=s.chunk_id, text=s.text, start=s.start, end=s.end, score=round(e.score, 4))
+    page = bisect.bisect_right(document.pages, s.start) if document.pages else None
+    return Citation(
+        n=n, doc_id=s.doc_id, title=document.title, chunk_id=s.chunk_id, text=s.text, start=s.start, end=s.end,
+        score=round(e.score, 4), page=page,
+    )
 
 
 class Verdict(BaseModel):

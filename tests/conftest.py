@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from fakes import HashEmbedder
 from rag.config import Settings
 from rag.embedding import Embedder
 from rag.env import apply_env_defaults
@@ -36,7 +37,7 @@ def make_settings(root: Path, corpus: Path | None = None, **overrides) -> Settin
 
 @pytest.fixture(scope="session")
 def embedder() -> Embedder:
-    return Embedder(Settings().embedding_path)
+    return Embedder.from_settings(Settings())
 
 
 @pytest.fixture(scope="session")
@@ -51,6 +52,12 @@ def pipeline(tmp_path_factory, embedder, generator) -> Pipeline:
     """The real pipeline over a copy of the real corpus, index built in a session tmp dir."""
     settings = make_settings(tmp_path_factory.mktemp("rag"))
     return Pipeline(settings, generator=generator, embedder=embedder)
+
+
+@pytest.fixture
+def hash_embedder() -> HashEmbedder:
+    """The fake embedder of tests/fakes.py: pure-logic tests load no model."""
+    return HashEmbedder()
 
 
 @pytest.fixture

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import SecretStr
 
+from fakes import ScriptedGenerator
 from rag.config import Settings
 from rag.llm import BACKENDS, Generator, ModelSettings, make_generator
 
@@ -13,6 +14,7 @@ def test_every_backend_is_a_generator_without_loading_anything():
     for name in BACKENDS:
         generator = make_generator(ModelSettings(backend=name))
         assert isinstance(generator, Generator), name  # built, not loaded: warm_up() loads
+    assert isinstance(ScriptedGenerator("x"), Generator)
 
 
 def test_unknown_backend_names_the_known_ones():

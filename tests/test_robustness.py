@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from conftest import CORPUS, REPO, make_settings
+from fakes import HashEmbedder
 from rag.corpus import EmptyCorpusError, load_corpus
 from rag.embedding import Embedder
 from rag.index import CURRENT, Index, ensure_index
@@ -131,7 +132,7 @@ def broken_corpus(root: Path, max_file_bytes: int) -> Path:
     return corpus
 
 
-def test_bad_files_are_reported_by_name_and_the_rest_indexes(tmp_path, embedder, caplog):
+def test_bad_files_are_reported_by_name_and_the_rest_indexes(tmp_path, hash_embedder, caplog):
     max_bytes = 1_000_000
     corpus = broken_corpus(tmp_path, max_bytes)
     with caplog.at_level(logging.WARNING, logger="rag.corpus"):
@@ -157,7 +158,7 @@ def test_bad_files_are_reported_by_name_and_the_rest_indexes(tmp_path, embedder,
     assert "Caf\ufffd owners" in loaded.get("latin1").text
 
     settings = make_settings(tmp_path, max_file_bytes=max_bytes)
-    built = ensure_index(loaded, embedder, settings)
+    built = ensure_index(loaded, hash_embedder, settings)
     assert {c.doc_id for c in built.chunks} == set(ids)
     reloaded = Index.load(settings.index_dir)
     assert reloaded.chunks == built.chunks
@@ -190,14 +191,17 @@ def test_empty_corpus_via_cli_is_one_line_and_exit_2(tmp_path):
 # -- 3. index -----------------------------------------------------------------------------
 
 
+HASH = HashEmbedder()  # file handling is pure logic: the hash embedder builds these indexes
+
+
 @pytest.fixture(scope="module")
-def small_master(tmp_path_factory, embedder) -> Path:
+def small_master(tmp_path_factory) -> Path:
     """A one-article corpus with a built index, built once per module."""
     root = tmp_path_factory.mktemp("small")
     (root / "src").mkdir()
     shutil.copy(FIRST_DOC, root / "src")
     settings = make_settings(root, corpus=root / "src")
-    ensure_index(load_corpus(settings.corpus_dir), embedder, settings)
+    ensure_index(load_corpus(settings.corpus_dir), HASH, settings)
     return root
 
 
@@ -259,31 +263,32 @@ def _shift_offsets(table: dict) -> None:
 @pytest.mark.parametrize(
     "damage, why",
     [
-        (lambda b: _truncate(b / "chunks.faiss"), "chunks.faiss is missing, truncated"),
-        (lambda b: _garble(b / "sentences.faiss"), "sentences.faiss is missing, truncated"),
+        (lambda b: _truncate(b / "chunks" / "vectors.faiss"), "chunks/vectors.faiss is missing, truncated"),
+        (lambda b: _garble(b / "sentences" / "vectors.faiss"), "sentences/vectors.faiss is missing, truncated"),
         (lambda b: (b / "table.json").unlink(), "table.json is missing"),
         (lambda b: _garble(b / "manifest.json"), "unreadable manifest"),
         (_manifest("format_version", 0), "index format v0"),
-        (_manifest("embedding_model", "other/model"), "built with other/model"),
+        (_manifest("embedding", {**HASH.identity().model_dump(), "sha256": "0" * 64}), "built with tests.fakes"),
+        (_manifest("store", "milvus"), "corrupt index files (ValueError: Unknown vector store 'milvus'"),
         (_manifest("chunk_size", 64), "chunk settings changed"),
         (_table(lambda t: t["chunks"].pop()), "the chunk table disagrees with the vectors"),
         (_table(_shift_offsets), "the chunk table disagrees with its documents"),
         (_manifest("n_sentences", 1), "the chunk table disagrees with the manifest"),
     ],
-    ids=["truncated-faiss", "corrupt-faiss", "missing-table", "corrupt-manifest", "old-format", "other-model",
+    ids=["truncated-faiss", "corrupt-faiss", "missing-table", "corrupt-manifest", "old-format", "other-model", "unknown-store",
          "other-chunking", "table-vs-vectors", "table-vs-documents", "table-vs-manifest"],
 )
-def test_damaged_index_is_detected_and_rebuilt(small, embedder, caplog, damage, why):
+def test_damaged_index_is_detected_and_rebuilt(small, caplog, damage, why):
     settings, corpus, built = small
     damage(_live(settings))
     with caplog.at_level(logging.WARNING, logger="rag.index"):
-        rebuilt = ensure_index(corpus, embedder, settings)
+        rebuilt = ensure_index(corpus, HASH, settings)
     assert f"index: rebuilding because {why}" in caplog.text
     assert rebuilt.chunks == built.chunks
     assert Index.load(settings.index_dir).chunks == built.chunks
 
 
-def test_leftovers_of_killed_builds_are_removed_and_never_loaded(small, embedder):
+def test_leftovers_of_killed_builds_are_removed_and_never_loaded(small):
     settings, corpus, built = small
     index_dir = settings.index_dir
     leftover = index_dir / "build-99991231T235959-1-1"  # sorts after every real build
@@ -291,12 +296,12 @@ def test_leftovers_of_killed_builds_are_removed_and_never_loaded(small, embedder
     (leftover / "chunks.faiss").write_bytes(b"half")
     (index_dir / f".{CURRENT}.tmp-424242").symlink_to(leftover.name)  # killed between link and flip
     assert Index.load(index_dir).chunks == built.chunks  # the live build, not the newest folder
-    ensure_index(corpus, embedder, settings, rebuild=True)
+    ensure_index(corpus, HASH, settings, rebuild=True)
     names = sorted(p.name for p in index_dir.iterdir())
     assert names == sorted([CURRENT, ".lock", _live(settings).name]), names
 
 
-def test_a_build_waits_for_another_process_building(small):
+def test_a_build_waits_for_another_process_building(small, caplog):
     """The lock is per open file, so holding it here stands for another process mid-build."""
     import fcntl
 
@@ -305,11 +310,14 @@ def test_a_build_waits_for_another_process_building(small):
     theirs = index_dir / "build-20990101T000000-77777-1"  # another process is writing here
     theirs.mkdir()
     done = threading.Event()
-    with open(index_dir / ".lock", "a+") as held:
+    with caplog.at_level(logging.INFO, logger="rag.index"), open(index_dir / ".lock", "a+") as held:
         fcntl.flock(held, fcntl.LOCK_EX)
         worker = threading.Thread(target=lambda: (built.save(index_dir), done.set()))
         worker.start()
-        time.sleep(1.0)
+        deadline = time.monotonic() + 60
+        while "waiting for another build" not in caplog.text and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert "waiting for another build" in caplog.text, "the build did not find the lock held"
         assert not done.is_set(), "built and flipped while another build held the lock"
         assert theirs.is_dir(), "deleted a build folder another process was writing"
         fcntl.flock(held, fcntl.LOCK_UN)
@@ -461,7 +469,7 @@ def test_embedder_cache_is_safe_under_threads(embedder):
             assert sum(pool.map(hammer, range(8))) == 0
     finally:
         sys.setswitchinterval(switch)
-    assert len(small._cache) <= 2
+    assert small.cached_questions() <= 2
 
 
 # -- 6. resource bounds -------------------------------------------------------------------
