@@ -178,7 +178,7 @@ def measure_warm(pipeline, questions: list[str] = QUESTIONS) -> Warm:
 
     recorder = _Recording(pipeline.generator)
     # the same loaded parts, with the model observed
-    observed = Pipeline(pipeline.settings, generator=recorder, embedder=pipeline.embedder)
+    observed = Pipeline(pipeline.settings, retriever=pipeline.retriever, generator=recorder)
     observed.warm_up()
     embed_ms = []
     for q in questions:  # the uncached embedding cost alone (encode() bypasses the cache)

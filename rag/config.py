@@ -67,7 +67,18 @@ class Settings(BaseSettings):
     overlap_weight: float = Field(0.5, ge=0, description="weight of key-term overlap next to cosine in a sentence's score (flat 0.3-0.8)")
     rank_bonus: float = Field(0.05, ge=0, description="score bonus for sentences of higher-ranked chunks, / (1 + rank)")
 
+    # -- the answer policy (rag/answering.py; calibrated by benchmarks/calibrate.py) -------
+    min_dense: float = Field(0.42, description="refuse below this best cosine: off-topic reaches 0.38, answerable starts at 0.50")
+    min_dense_always: float = Field(0.2, description="below this cosine refuse even when every key term is covered")
+    min_coverage: float = Field(0.35, ge=0, le=1, description="refuse when less of the question's key terms are in the evidence ...")
+    strong_dense: float = Field(0.55, description="... unless the cosine is at least this")
+    full_coverage: float = Field(
+        0.75, ge=0, le=1, description="coverage that overrules a low cosine and the model's 'no answer' (a short question vs a long list)"
+    )
+    second_sentence_margin: float = Field(0.25, ge=0, description="a second evidence sentence joins if it scores within this of the first")
     grounding_check: bool = Field(True, description="keep the model's answer only if it passes the checks: worth +33 points (ablation)")
+    min_support: float = Field(0.95, ge=0, le=1, description="share of an answer's content words that must be in its passages")
+    max_answer_words: int = Field(25, ge=1, description="longer generated answers are rejected: one short sentence is asked for")
 
     # -- limits ---------------------------------------------------------------------------
     max_question_chars: int = Field(2000, ge=10, description="longer questions are refused before any work")

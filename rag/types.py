@@ -75,6 +75,17 @@ class Citation(BaseModel):
     page: int | None = Field(None, description="1-based page the passage starts on; None for an unpaged document")
 
 
+class Signals(BaseModel):
+    """What the answer policy measured about the evidence (rag/answering.py); kept on the Answer."""
+
+    dense: float = Field(description="best cosine of the question and an evidence sentence")
+    coverage: float = Field(description="IDF-weighted share of the question's key terms in the evidence")
+    wants_number: bool = Field(description="the question asks how much, how many, when ...")
+    has_number: bool = Field(description="a number in the chosen sentences that the question does not already give")
+    wants_person: bool = Field(False, description="the question asks who")
+    has_name: bool = Field(True, description="a capitalised name in the chosen sentences not in the question")
+
+
 class Answer(BaseModel):
     """What `rag.answer()` returns: text with [n] markers and the passages they point at."""
 
@@ -86,6 +97,6 @@ class Answer(BaseModel):
     route: Literal["generated", "extractive", "refused"] = Field("generated", description="which way the answer was made")
     reason: str = Field("", description="why this path was taken (grounding or refusal signal)")
     searched: str = Field("", description="the standalone question used for retrieval")
-    signals: dict[str, float | bool] = Field({}, description="answerability signals (see rag.refusal)")
+    signals: Signals | None = Field(None, description="what the answer policy measured; None when nothing was retrieved")
     timings: dict[str, float] = {}
     prompt_tokens: int = 0

@@ -1,6 +1,7 @@
 """Issue 7: bad input, broken files, interrupted builds, prompt injection, threads, bounds.
 
-Everything runs on the real models, the real corpus and real indexes built in tmp dirs.
+Answers run on the real models (slow tier); file, corpus and index handling run on the hash
+embedder (fast tier), always on the real corpus and real indexes built in tmp dirs.
 """
 
 from __future__ import annotations
@@ -60,19 +61,6 @@ def run_cli(*args: str, env: dict[str, str], timeout: float = 120) -> subprocess
 def test_empty_question_is_a_clear_error(pipeline, question):
     with pytest.raises(ValueError, match="empty|must be text"):
         pipeline.answer(question)
-
-
-def test_overlong_question_is_rejected_with_the_limit_before_tokenising(pipeline):
-    limit = pipeline.settings.max_question_chars
-    cached = dict(pipeline.embedder._cache)
-    question = "Who joined Meta? " * 10_000  # 170k characters
-    started = time.perf_counter()
-    with pytest.raises(ValueError, match=str(limit)):
-        pipeline.answer(question)
-    with pytest.raises(ValueError, match=str(limit)):
-        pipeline.answer(PODCAST, searched=question)
-    assert time.perf_counter() - started < 0.5
-    assert dict(pipeline.embedder._cache).keys() == cached.keys()  # nothing was embedded
 
 
 def test_question_at_the_limit_is_answered(pipeline):
@@ -174,7 +162,7 @@ def test_empty_corpus_is_a_clear_error(tmp_path):
     (tmp_path / "c" / "binary.txt").write_bytes(b"\x00\x01")
     with pytest.raises(EmptyCorpusError, match=r"binary\.txt: skipped .*empty\.txt: skipped"):
         load_corpus(tmp_path / "c")
-    with pytest.raises(EmptyCorpusError, match="No usable documents"):  # what the app meets at startup
+    with pytest.raises(EmptyCorpusError, match="No usable documents"):  # what the app meets at startup, before loading a model
         Pipeline(make_settings(tmp_path, corpus=tmp_path / "c")).warm_up()
 
 
@@ -510,20 +498,28 @@ def test_retrieved_passages_are_bounded(pipeline, generator):
 
 
 @pytest.mark.slow
-def test_memory_stays_flat_over_many_questions(pipeline):
-    """RSS growth over repeated questions (benchmarks/memory.py runs the full 200)."""
+def test_nothing_is_kept_per_question(pipeline):
+    """Memory stays flat because nothing outlives its question: no Answer, Evidence or
+    Generation is still referenced after it returns, and the question cache stays within its
+    bound (benchmarks/memory.py measures the RSS over 200 questions)."""
+    import gc
     import json
 
-    import psutil
+    from rag.llm import Generation
+    from rag.types import Evidence
 
     questions = [json.loads(line)["question"] for line in (REPO / "tests/golden/golden.jsonl").open()]
     n = int(os.environ.get("RAG_MEMORY_QUESTIONS", "20"))
-    process = psutil.Process()
     for q in questions[:3] + questions[-2:]:
         pipeline.answer(q)  # warm every path once (the last ones are unanswerable)
-    before = process.memory_info().rss
+
+    def alive() -> int:
+        gc.collect()
+        kept = (Answer, Evidence, Generation)
+        return sum(type(o) in kept for o in gc.get_objects())  # type(), not isinstance: no lazy module proxies touched
+
+    before = alive()
     for i in range(n):
         pipeline.answer(questions[i % len(questions)])
-    grown = (process.memory_info().rss - before) / 2**20
-    print(f"\nRSS over {n} questions: {before / 2**20:.0f} MB -> +{grown:.1f} MB")
-    assert grown < 150
+    assert alive() == before
+    assert pipeline.embedder.cached_questions() <= pipeline.embedder.cache_size
