@@ -7,15 +7,8 @@ import unicodedata
 from functools import lru_cache
 
 import Stemmer
-from bm25s.stopwords import STOPWORDS_EN_PLUS
 
-# Words that carry no content in a question: the question frame and very common verbs.
-QUESTION_WORDS = frozenset(
-    """what which who whom whose when where why how did does do was were is are has have had
-    according article articles say said says tell told much many according named name called
-    kind type one ones also about get got make made per the a an of""".split()
-)
-STOPWORDS = frozenset(STOPWORDS_EN_PLUS) | QUESTION_WORDS
+from .lexicon import NUMBER_WORDS, STOPWORDS
 
 _WORD = re.compile(r"[0-9]+(?:[.,][0-9]+)*|[^\W\d_]+(?:['’][^\W\d_]+)*", re.UNICODE)
 _stemmer = Stemmer.Stemmer("english")
@@ -51,13 +44,6 @@ def terms(text: str) -> list[str]:
     return [stem(w) for w in words(text) if w not in STOPWORDS]
 
 
-NUMBER_WORDS = {
-    "one": "1", "two": "2", "three": "3", "four": "4", "five": "5", "six": "6", "seven": "7",
-    "eight": "8", "nine": "9", "ten": "10", "eleven": "11", "twelve": "12", "fifteen": "15",
-    "twenty": "20", "fifty": "50", "hundred": "100",
-}
-
-
 def numbers(text: str) -> set[str]:
     """Numbers mentioned, normalised ('1,000' -> '1000', '4.30' -> '4.3', 'two' -> '2')."""
     found = set()
@@ -68,7 +54,7 @@ def numbers(text: str) -> set[str]:
                 n = n.rstrip("0").rstrip(".")
             found.add(n)
         elif w in NUMBER_WORDS:
-            found.add(NUMBER_WORDS[w])
+            found.add(str(NUMBER_WORDS[w]))
     return found
 
 
