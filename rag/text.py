@@ -8,7 +8,7 @@ from functools import lru_cache
 
 import Stemmer
 
-from .lexicon import NUMBER_WORDS, STOPWORDS
+from .lexicon import MAGNITUDES, NUMBER_WORDS, STOPWORDS
 
 _WORD = re.compile(r"[0-9]+(?:[.,][0-9]+)*|[^\W\d_]+(?:['’][^\W\d_]+)*", re.UNICODE)
 _stemmer = Stemmer.Stemmer("english")
@@ -71,3 +71,65 @@ def proper_names(text: str) -> set[str]:
             if len(token) > 1 and token[0].isupper() and token.lower() not in STOPWORDS:
                 names.add(normalize(token).split("'")[0])
     return names
+
+
+# -- answers compared by value (the grader and the phrasing check agree) ---------------------------
+
+_QUANTITY = re.compile(r"(\d[\d,]*(?:\.\d+)?)\s*(thousand|million|billion|trillion|mn|bn|[kmb]\b)?")
+
+
+def _canon(text: str) -> str:
+    """Lower-case, unify quotes, dashes and percent signs, drop other punctuation.
+
+    >>> _canon("Meta’s 64 percent, open-source!")
+    "meta's 64 % open source"
+    """
+    t = normalize(text)
+    t = re.sub(r"\bper ?cent\b", "%", t)
+    t = re.sub(r"(\d)\s*%", r"\1 %", t)
+    t = re.sub(r"[‐-―\-/]", " ", t)
+    t = re.sub(r"[^\w%$.,' ]", " ", t)
+    t = re.sub(r"(?<!\d)[.,]|[.,](?!\d)", " ", t)
+    return " ".join(t.split())
+
+
+def quantities(text: str) -> set[float]:
+    """Numeric values mentioned, with magnitudes applied.
+
+    >>> sorted(quantities("$10,000,000 or 10 million or 14.3 billion"))
+    [10000000.0, 14300000000.0]
+    """
+    t = normalize(text)
+    values = set()
+    for m in _QUANTITY.finditer(t):
+        value = float(m.group(1).replace(",", ""))
+        if m.group(2):
+            value *= MAGNITUDES[m.group(2)]
+        values.add(round(value, 6))
+    for word, value in NUMBER_WORDS.items():
+        if re.search(rf"\b{word}\b", t):
+            values.add(float(value))
+    return values
+
+
+def matches(answer: str, alternative: str) -> bool:
+    """An accepted answer string is in the answer: numbers compare by value (with units and
+    magnitudes), words by normalised whole-word match.
+
+    >>> matches("Cohere retained 64% [1].", "64 percent")
+    True
+    >>> matches("They offered $10,000,000 a year.", "$10 million")
+    True
+    >>> matches("It was 640 people.", "64")
+    False
+    """
+    alt_q = quantities(alternative)
+    if alt_q and re.search(r"\d", alternative):
+        return alt_q <= quantities(answer)
+    return _contains(_canon(answer), _canon(alternative))
+
+
+def _contains(haystack: str, needle: str) -> bool:
+    if not needle:
+        return False
+    return re.search(rf"(?<!\w){re.escape(needle)}(?!\w)", haystack) is not None
