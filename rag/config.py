@@ -80,6 +80,15 @@ class Settings(BaseSettings):
     min_support: float = Field(0.95, ge=0, le=1, description="share of an answer's content words that must be in its passages")
     max_answer_words: int = Field(25, ge=1, description="longer generated answers are rejected: one short sentence is asked for")
 
+    # -- the span reader (rag/reader.py; threshold calibrated by benchmarks/calibrate_reader.py) --
+    use_reader: bool = Field(True, description="the trained reader picks the answer span, or says it is not there")
+    reader_passages: int = Field(6, ge=1, le=20, description="retrieved chunks the reader reads (one 192-token window each, ~40 ms per window)")
+    reader_no_answer: float = Field(
+        0.0, description="refuse when the reader's no-answer margin ([CLS] minus best span) is at least this"
+    )
+    reader_quantize: bool = Field(False, description="int8 linear layers: ~2x faster reading but changed spans (benchmarks/reader_speed.py)")
+    phrase_new_tokens: int = Field(32, ge=1, le=256, description="one short sentence around the span; ~30 ms per token")
+
     # -- limits ---------------------------------------------------------------------------
     max_question_chars: int = Field(2000, ge=10, description="longer questions are refused before any work")
     max_new_tokens: int = Field(48, ge=1, le=512, description="an answer over 25 words is rejected anyway; 10 tokens cost ~0.5 s")

@@ -24,7 +24,9 @@ from .corpus import load_corpus
 from .embedding import Embedder, Encoder
 from .index import Index, ensure_index
 from .llm import Generator, OnToken, make_generator
+from .phrasing import messages as phrasing_messages
 from .prompt import build_messages
+from .reader import Reader, Span
 from .retrieval import Retriever
 from .types import Answer, Citation, Evidence, Signals
 
@@ -93,6 +95,7 @@ class Pipeline:
         retriever: Retriever | None = None,
         generator: Generator | None = None,
         embedder: Encoder | None = None,
+        reader: Reader | None = None,
     ) -> None:
         apply_env_defaults()  # before anything below can import torch
         self.settings = settings or Settings()
@@ -102,6 +105,7 @@ class Pipeline:
         self._index = index or (retriever.index if retriever else None)
         self._retriever = retriever
         self._generator = generator
+        self._reader = reader
 
     # -- parts, built on first use ----------------------------------------------------------
     @property
@@ -134,6 +138,13 @@ class Pipeline:
                 self._generator = make_generator(self.settings.model)
             return self._generator
 
+    @property
+    def reader(self) -> Reader:
+        with self._lock:
+            if self._reader is None:
+                self._reader = Reader(threads=self.settings.llm_threads, quantize=self.settings.reader_quantize)
+            return self._reader
+
     def warm_up(self) -> None:
         """Load everything and run one tiny generation so the first user pays nothing.
 
@@ -142,6 +153,9 @@ class Pipeline:
         self.retriever.warm_up()
         self.embedder.warm_up()
         self.embedder.encode_query("warm up")
+        if self.settings.use_reader:
+            self.reader.warm_up()
+            self.reader.read("warm up", ["Warm up."])
         if self.settings.use_llm:
             self.generator.warm_up()
             self.generator.generate([{"role": "user", "content": "Hi"}], max_new_tokens=1)
@@ -185,8 +199,32 @@ class Pipeline:
         draft = Draft(question=question, searched=query, evidence=evidence, chosen=chosen, signals=sig, timings=timings)
 
         why = self.policy.gate(sig)
+        span: Span | None = None
+        if not why and s.use_reader:
+            t = time.perf_counter()
+            read = hits[: s.reader_passages]
+            reading = self.reader.read(query, [h.chunk.text for h in read])
+            draft.timings["read"] = time.perf_counter() - t
+            draft.signals.no_answer = round(min(reading.no_answer, 1e6), 3)
+            why = self.policy.read_gate(reading)
+            span = None if why else self.policy.pick_span(query, reading)
+            if span is not None:
+                sentences = self.retriever.sentences_at(read[span.passage], span.start, span.end)
+                ranked = self.retriever.score_sentences(query, {sid: span.passage for sid in sentences})
+                span_evidence = sorted(ranked, key=lambda e: e.sentence.sentence_id)
         if why:
             decision = Decision(route="refused", reason=why)
+        elif span is not None and self.policy.wants_span(query):
+            draft.chosen = span_evidence
+            passage = " ".join(e.sentence.text for e in span_evidence)
+            generated = None
+            if s.use_llm:
+                t = time.perf_counter()
+                generation = self.generator.generate(phrasing_messages(query, span.text, passage), s.phrase_new_tokens, on_token=on_token)
+                draft.timings.update(generate=time.perf_counter() - t, first_token=generation.first_token_s)
+                draft.prompt_tokens = generation.prompt_tokens
+                generated = generation.text
+            decision = self.policy.phrase(query, span, passage, generated, cited=len(span_evidence))
         elif not s.use_llm:
             decision = Decision(route="extractive", reason="LLM disabled in settings")
         else:
@@ -196,7 +234,10 @@ class Pipeline:
             draft.prompt_tokens = generation.prompt_tokens
             decision = self.policy.judge(query, chosen, generation.text, sig)
         draft.timings["total"] = time.perf_counter() - t0
-        return self._compose(draft, decision)
+        answer = self._compose(draft, decision)
+        if decision.route != "refused" and span is not None:
+            answer.span = span.text
+        return answer
 
     def stream(self, question: str, top_k: int | None = None, searched: str | None = None) -> "AnswerStream":
         """Iterate over the returned stream for the model's text pieces; its `answer` is the checked Answer.
@@ -213,6 +254,9 @@ class Pipeline:
         citations: list[Citation] = []
         closest: list[Citation] = []
         if decision.route == "generated":
+            text = decision.text
+            citations = [self._cite(n, draft.chosen[n - 1]) for n in decision.cited]
+        elif decision.route == "extractive" and decision.text:  # the reader's span as found, cited
             text = decision.text
             citations = [self._cite(n, draft.chosen[n - 1]) for n in decision.cited]
         elif decision.route == "extractive":  # quote the chosen sentence(s) verbatim, cited: always grounded

@@ -120,23 +120,36 @@ class Retriever:
         chunks. Reading 1-3 sentences instead of whole chunks keeps the 135M model on topic
         and the prompt short (prefill time dominates on CPU).
         """
-        s = self.settings
-        q = self.embedder.encode_query(question)
-        weights = self._term_weights(question)
         best_rank: dict[int, int] = {}
         for rank, hit in enumerate(hits):
             for sid in self.index.chunk_sentences[hit.chunk.chunk_id]:
                 best_rank.setdefault(sid, rank)
+        return self.score_sentences(question, best_rank)[:n]
+
+    def score_sentences(self, question: str, best_rank: dict[int, int]) -> list[Evidence]:
+        """Score sentences (id -> rank of the best chunk holding it) as evidence, best first."""
         if not best_rank:
             return []
+        s = self.settings
+        q = self.embedder.encode_query(question)
+        weights = self._term_weights(question)
         ids = sorted(best_rank)
         dense = (self.index.sentence_store.get(np.asarray(ids, dtype=np.int64)) @ q).tolist()
         scored = []
         for sid, d in zip(ids, dense):
             overlap = _share(weights, self._sentence_terms[sid])
             scored.append((d + s.overlap_weight * overlap + s.rank_bonus / (1 + best_rank[sid]), d, overlap, sid))
-        best = sorted(scored, key=lambda row: -row[0])[:n]  # stable: ties keep sentence order
+        best = sorted(scored, key=lambda row: -row[0])  # stable: ties keep sentence order
         return [Evidence(sentence=self.index.sentences[sid], score=sc, dense=d, overlap=o) for sc, d, o, sid in best]
+
+    def sentences_at(self, hit: Hit, start: int, end: int) -> list[int]:
+        """Ids of the sentences of `hit`'s chunk that overlap its characters start:end (a
+        reader's span lies in one sentence, rarely across two)."""
+        a, b = hit.chunk.start + start, hit.chunk.start + end
+        return [
+            sid for sid in self.index.chunk_sentences[hit.chunk.chunk_id]
+            if self.index.sentences[sid].start < b and self.index.sentences[sid].end > a
+        ]
 
     def coverage(self, question: str, evidence: list[Evidence]) -> float:
         """IDF-weighted share of the question's key terms found anywhere in the evidence."""
