@@ -81,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_ask)
 
     p = sub.add_parser("eval", help="score answers against a golden JSONL set")
-    p.add_argument("file", help="golden set, e.g. tests/golden/golden.jsonl")
+    p.add_argument("file", nargs="+", help="golden set(s), e.g. tests/golden/golden.jsonl tests/golden/squad/squad.jsonl (a set with a corpus/ folder beside it is answered from that corpus)")
     p.add_argument("--report", default="reports/eval", help="folder for report.json, report.md and the chart")
     p.add_argument("--limit", type=int, default=0, help="only the first N items")
     p.set_defaults(func=_cmd_eval)

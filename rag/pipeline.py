@@ -206,7 +206,10 @@ class Pipeline:
             reading = self.reader.read(query, [h.chunk.text for h in read])
             draft.timings["read"] = time.perf_counter() - t
             draft.signals.no_answer = round(min(reading.no_answer, 1e6), 3)
-            why = self.policy.read_gate(reading)
+            if self.policy.wants_span(query):
+                why = self.policy.read_gate(reading)
+            # a why/how or several-part question has no single span: [CLS] wins there even when
+            # the passages answer it, so only the gate before reading may refuse it
             span = None if why else self.policy.pick_span(query, reading)
             if span is not None:
                 sentences = self.retriever.sentences_at(read[span.passage], span.start, span.end)
