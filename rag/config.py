@@ -68,6 +68,7 @@ class Settings(BaseSettings):
     rank_bonus: float = Field(0.05, ge=0, description="score bonus for sentences of higher-ranked chunks, / (1 + rank)")
 
     # -- the answer policy (rag/answering.py; calibrated by benchmarks/calibrate.py) -------
+    use_gate: bool = Field(True, description="the refusal gate before reading; off only to calibrate (every question then gets an answer)")
     min_dense: float = Field(0.42, description="refuse below this best cosine: off-topic reaches 0.38, answerable starts at 0.50")
     min_dense_always: float = Field(0.2, description="below this cosine refuse even when every key term is covered")
     min_coverage: float = Field(0.35, ge=0, le=1, description="refuse when less of the question's key terms are in the evidence ...")
@@ -84,7 +85,9 @@ class Settings(BaseSettings):
     use_reader: bool = Field(True, description="the trained reader picks the answer span, or says it is not there")
     reader_passages: int = Field(6, ge=1, le=20, description="retrieved chunks the reader reads (one 192-token window each, ~40 ms per window)")
     reader_no_answer: float = Field(
-        0.0, description="refuse when the reader's no-answer margin ([CLS] minus best span) is at least this"
+        4.0,
+        description="refuse a fact question when the reader's no-answer margin ([CLS] minus best span) is at least this: "
+        "the best news + Zelda score with <= 5% false refusals (benchmarks/calibrate_reader.py)",
     )
     reader_quantize: bool = Field(False, description="int8 linear layers: ~2x faster reading but changed spans (benchmarks/reader_speed.py)")
     phrase_new_tokens: int = Field(32, ge=1, le=256, description="one short sentence around the span; ~30 ms per token")

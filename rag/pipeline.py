@@ -198,7 +198,7 @@ class Pipeline:
         )
         draft = Draft(question=question, searched=query, evidence=evidence, chosen=chosen, signals=sig, timings=timings)
 
-        why = self.policy.gate(sig)
+        why = self.policy.gate(sig) if s.use_gate else None
         span: Span | None = None
         if not why and s.use_reader:
             t = time.perf_counter()
