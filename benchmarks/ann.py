@@ -1,6 +1,7 @@
 """Exact vs approximate FAISS search on random unit vectors: which index FaissStore uses when large.
 
     python benchmarks/ann.py [--sizes 100000 1000000] [--queries 200] [--out FILE.md]
+    python benchmarks/ann.py --sizes --store 300000 1000000   # FaissStore itself, end to end
 
 For each size n it builds, on n random unit vectors of dim 384 (float32, the embedder's size):
   - exact: IndexFlatIP (what FaissStore uses below its ANN threshold);
@@ -182,6 +183,55 @@ def run_size(n: int, dataset: str, n_queries: int, ef_construction: int, search_
     return rows
 
 
+def store_run(n: int, batch: int, n_queries: int, search_threads: int, seed: int, log) -> dict:
+    """FaissStore end to end on clustered vectors: adds in batches (crossing its ANN threshold and
+    retraining as it grows, as an index fed file by file would), then one document's worth of
+    adds and deletes, and searches."""
+    sys.path.insert(0, str(REPO))  # this checkout's rag, whatever is installed
+    from rag.store.faiss import FaissStore
+
+    rng = np.random.default_rng(seed)
+    data, queries = clustered(rng, n, n_queries)
+    store = FaissStore(DIM)
+    slowest, t0 = 0.0, time.perf_counter()
+    for start in range(0, n, batch):
+        t = time.perf_counter()
+        store.add(np.arange(start, min(n, start + batch)), data[start : start + batch])
+        slowest = max(slowest, time.perf_counter() - t)
+    build_s = time.perf_counter() - t0
+    doc = unit(rng, 50)  # one 10-page document is ~50 chunks
+    t = time.perf_counter()
+    store.add(np.arange(n, n + 50), doc)
+    add_ms = (time.perf_counter() - t) * 1000
+    t = time.perf_counter()
+    store.delete(np.arange(n, n + 50))
+    delete_ms = (time.perf_counter() - t) * 1000
+    faiss.omp_set_num_threads(search_threads)
+    ms = []
+    found = np.empty((n_queries, K), dtype=np.int64)
+    for i in range(n_queries):
+        t = time.perf_counter()
+        found[i] = store.search(queries[i : i + 1], K)[1][0]
+        ms.append((time.perf_counter() - t) * 1000)
+    truth = np.concatenate([np.argsort(-(queries[i : i + 20] @ data.T), axis=1)[:, :K] for i in range(0, n_queries, 20)])
+    row = {
+        "n": n, "mode": f"IVF nlist={store.nlist} nprobe={store.nprobe}" if store.approximate else "exact",
+        "build_s": build_s, "slowest_add_s": slowest, "add50_ms": add_ms, "delete50_ms": delete_ms,
+        "recall": recall(found, truth), "p50": float(np.percentile(ms, 50)), "p95": float(np.percentile(ms, 95)),
+    }
+    log(
+        f"| {n:,} | {row['mode']} | {batch:,} | {build_s:.1f} | {slowest:.1f} | {add_ms:.1f} | {delete_ms:.1f} | "
+        f"{row['recall']:.3f} | {row['p50']:.2f} | {row['p95']:.2f} |"
+    )
+    return row
+
+
+STORE_HEADER = (
+    "| n | FaissStore mode | add batch | build s | slowest add s | add 50 ms | delete 50 ms | recall@10 | p50 ms | p95 ms |\n"
+    "|---|---|---|---|---|---|---|---|---|---|"
+)
+
+
 def _fmt(row: dict) -> str:
     return (
         f"| {row['n']:,} | {row['data']} | {row['queries']} | {row['index']} | {row['params']} | {row['build_s']:.1f} | "
@@ -197,13 +247,15 @@ HEADER = (
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
+    parser.add_argument("--sizes", type=int, nargs="*", default=[100_000, 1_000_000])
     parser.add_argument("--queries", type=int, default=200, help="queries per query set")
     parser.add_argument("--ef-construction", type=int, default=40, help="HNSW build beam (faiss default 40)")
     parser.add_argument("--data", nargs="+", default=["random", "clustered"], choices=["random", "clustered"])
     parser.add_argument("--threads", type=int, default=0, help="OpenMP threads for building (0: faiss default)")
     parser.add_argument("--search-threads", type=int, default=1, help="OpenMP threads while timing single queries")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--store", type=int, nargs="*", default=[], help="also run FaissStore end to end at these sizes (clustered data)")
+    parser.add_argument("--store-batch", type=int, default=10_000, help="rows per add in the --store run")
     parser.add_argument("--out", type=Path, help="markdown file for the table (default: print only)")
     args = parser.parse_args()
     if args.threads:
@@ -225,10 +277,19 @@ def main() -> int:
     for n in args.sizes:
         for dataset in args.data:
             rows += run_size(n, dataset, args.queries, args.ef_construction, args.search_threads, args.seed, log)
+    store_lines = []
+    if args.store:
+        log(STORE_HEADER)
+        for n in args.store:
+            store_run(n, args.store_batch, args.queries, args.search_threads, args.seed, lambda line: (store_lines.append(line), log(line)))
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        table = "\n".join(_fmt(r) for r in rows)
-        args.out.write_text(f"# ANN benchmark: exact vs HNSW vs IVF\n\n{header}\n\n`python benchmarks/ann.py {' '.join(sys.argv[1:])}`\n\n{HEADER}\n{table}\n")
+        text = f"# ANN benchmark: exact vs HNSW vs IVF\n\n{header}\n\n`python benchmarks/ann.py {' '.join(sys.argv[1:])}`\n"
+        if rows:
+            text += f"\n{HEADER}\n" + "\n".join(_fmt(r) for r in rows) + "\n"
+        if store_lines:
+            text += f"\n{STORE_HEADER}\n" + "\n".join(store_lines) + "\n"
+        args.out.write_text(text)
         log(f"wrote {args.out}")
     return 0
 

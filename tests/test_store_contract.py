@@ -1,4 +1,4 @@
-"""The VectorStore contract, run for real against every store in STORES (FAISS exact and HNSW, Milvus Lite).
+"""The VectorStore contract, run for real against every store in STORES (FAISS exact and IVF, Milvus Lite).
 
 Defined here where the protocol leaves a choice:
   - padding: a search for more rows than stored pads with id -1 and score -inf;
@@ -15,8 +15,8 @@ from rag.store import STORES, StoreError, VectorStore, new_store, open_store
 
 DIM = 16
 
-# Every registered store, plus FAISS forced onto its HNSW path (ann_threshold=0).
-VARIANTS = [pytest.param((kind, {}), id=kind) for kind in sorted(STORES)] + [pytest.param(("faiss", {"ann_threshold": 0}), id="faiss-hnsw")]
+# Every registered store, plus FAISS forced onto its IVF path (ann_threshold=0).
+VARIANTS = [pytest.param((kind, {}), id=kind) for kind in sorted(STORES)] + [pytest.param(("faiss", {"ann_threshold": 0}), id="faiss-ivf")]
 
 
 def unit(n: int, seed: int = 0, dim: int = DIM) -> np.ndarray:

@@ -1,19 +1,22 @@
-"""FaissStore, the embedded default: exact inner product while small, HNSW past `ann_threshold` rows.
+"""FaissStore, the embedded default: exact inner product while small, IVF past `ann_threshold` rows.
 
-Exact search (IndexFlatIP) costs one dot product per row per question, so it grows with the
-corpus; HNSW visits a few thousand rows whatever the size. benchmarks/ann.py measured both (and
-IVF) on 100k and 1M vectors; benchmarks/results/ann-*.md has the table and the reasons for these
-defaults.
+Exact search (IndexFlatIP) reads every row per question: 6-8 ms at 100k rows of 384 floats on
+this project's 2-core machine, 80-120 ms at 1M. benchmarks/ann.py measured HNSW and IVF against
+it (benchmarks/results/ann-*.md). On clustered vectors, like real embeddings, IVF (IndexIVFFlat,
+nlist = 4*sqrt(n), nprobe 32) kept recall@10 at 0.995 in 0.64 ms at 1M, where HNSW (M=32)
+stalled near 0.93; on random vectors neither comes near 0.98 at any affordable cost. IVF also
+removes rows in place (HNSW can only tombstone them and rebuild), so it is the approximate index.
 
-Both modes keep the caller's int64 ids in an IndexIDMap2, which also returns stored vectors by
-id. HNSW cannot remove a node from its graph, so a deleted row becomes a tombstone that searches
-skip (a faiss IDSelector); when tombstones pass `max_deleted_share` of the rows, or a deleted id
-is added again, the graph is rebuilt from the live rows.
+An IVF's lists are fixed when it is trained; the store retrains (rebuilds) it when the row count
+has moved REBUILD_FACTOR-fold since, so lists keep about sqrt(n)/4 rows and a query's cost stays
+near nprobe * sqrt(n) / 4 dot products. Ids are the caller's int64 row ids: an IndexIDMap2
+keeps them for the exact index, the IVF's hash-table direct map for the approximate one.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import faiss
@@ -24,7 +27,11 @@ from .base import StoreError
 FORMAT_VERSION = 1
 INDEX_FILE = "vectors.faiss"
 META_FILE = "faiss.json"
-DELETED_FILE = "deleted.npy"
+IDS_FILE = "ids.npy"
+LISTS_PER_SQRT = 4  # nlist = 4 * sqrt(n): the benchmark's setting, faiss's usual 4-16 * sqrt(n)
+TRAIN_PER_LIST = 40  # k-means training rows per list (faiss warns below 39); more only costs time
+REBUILD_FACTOR = 4  # retrain when rows grew or shrank 4x since training: lists stay 2x of ideal size
+SEED = 1234  # the training sample is drawn reproducibly
 
 
 class FaissStore:
@@ -32,45 +39,37 @@ class FaissStore:
 
     Args:
         dim: vector size.
-        ann_threshold: above this many rows, search with HNSW instead of exactly.
-        hnsw_m: HNSW graph degree (links per node).
-        ef_construction: HNSW build beam; larger builds slower and finds neighbours better.
-        ef_search: HNSW search beam; larger is slower and recalls more (at least k is used).
-        max_deleted_share: rebuild the HNSW graph when this share of its nodes are tombstones.
+        ann_threshold: above this many rows, search an IVF index instead of every row.
+        nprobe: IVF lists searched per query; more is slower and recalls more (see the benchmark).
     """
 
     kind = "faiss"
 
-    def __init__(
-        self,
-        dim: int,
-        ann_threshold: int = 200_000,
-        hnsw_m: int = 32,
-        ef_construction: int = 40,
-        ef_search: int = 128,
-        max_deleted_share: float = 0.1,
-    ) -> None:
+    def __init__(self, dim: int, ann_threshold: int = 100_000, nprobe: int = 32) -> None:
         if dim < 1:
             raise ValueError(f"dim must be at least 1, got {dim}.")
-        if ann_threshold < 0 or hnsw_m < 2 or ef_construction < 1 or ef_search < 1:
-            raise ValueError("ann_threshold must be >= 0, hnsw_m >= 2, ef_construction and ef_search >= 1.")
-        if not 0 < max_deleted_share <= 1:
-            raise ValueError(f"max_deleted_share must be in (0, 1], got {max_deleted_share}.")
+        if ann_threshold < 0:
+            raise ValueError(f"ann_threshold must be 0 or more, got {ann_threshold}.")
+        if nprobe < 1:
+            raise ValueError(f"nprobe must be at least 1, got {nprobe}.")
         self.dim = dim
         self.ann_threshold = ann_threshold
-        self.hnsw_m = hnsw_m
-        self.ef_construction = ef_construction
-        self.ef_search = ef_search
-        self.max_deleted_share = max_deleted_share
-        self._index = self._exact()
-        self._deleted = np.empty(0, dtype=np.int64)  # tombstoned ids (HNSW only), sorted
+        self.nprobe = nprobe
+        self._index: faiss.Index = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
+        self._ids = np.empty(0, dtype=np.int64)  # every stored id, sorted
+        self._trained_rows = 0  # rows the IVF was trained at (0 while exact)
 
     # -- the protocol -----------------------------------------------------------------------
 
     @property
     def approximate(self) -> bool:
-        """True while searches go through the HNSW graph."""
-        return isinstance(faiss.downcast_index(self._index.index), faiss.IndexHNSW)
+        """True while searches go through the IVF index."""
+        return self._trained_rows > 0
+
+    @property
+    def nlist(self) -> int:
+        """The IVF's number of lists (0 while exact)."""
+        return int(self._index.nlist) if self.approximate else 0
 
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
         """Insert rows.
@@ -81,45 +80,41 @@ class FaissStore:
         ids, vectors = _ids(ids), self._vectors(vectors)
         if len(ids) != len(vectors):
             raise ValueError(f"{len(ids)} ids for {len(vectors)} vectors.")
-        if len(np.unique(ids)) != len(ids):
+        unique = np.unique(ids)
+        if len(unique) != len(ids):
             raise ValueError("ids repeat within one add.")
-        stored = self._all_ids()
-        taken = ids[np.isin(ids, stored)]
-        revived = np.intersect1d(taken, self._deleted)
-        if len(taken) > len(revived):
-            raise ValueError(f"ids already in the store: {np.setdiff1d(taken, revived)[:10].tolist()}")
+        taken = unique[np.isin(unique, self._ids, assume_unique=True)]
+        if len(taken):
+            raise ValueError(f"ids already in the store: {taken[:10].tolist()}")
         if len(ids) == 0:
             return
-        if len(revived):
-            self._rebuild()  # a tombstone would hide the new row with the same id
         self._index.add_with_ids(vectors, ids)
-        if not self.approximate and self.count() > self.ann_threshold:
-            self._rebuild()
+        self._ids = np.union1d(self._ids, unique)
+        self._maybe_rebuild()
 
     def delete(self, ids: np.ndarray) -> int:
-        ids = np.unique(_ids(ids))
-        if not self.approximate:
-            return int(self._index.remove_ids(ids))
-        live = np.setdiff1d(ids[np.isin(ids, self._all_ids())], self._deleted)
-        self._deleted = np.union1d(self._deleted, live)
-        if len(self._deleted) > self.max_deleted_share * self._index.ntotal:
-            self._rebuild()
-        return len(live)
+        present = np.unique(_ids(ids))
+        present = present[np.isin(present, self._ids, assume_unique=True)]
+        if len(present) == 0:
+            return 0
+        if self.approximate:  # the IVF's hash-table direct map removes only by an explicit id list
+            removed = self._index.remove_ids(faiss.IDSelectorArray(present))
+        else:
+            removed = self._index.remove_ids(present)
+        if removed != len(present):
+            raise StoreError(f"faiss store: removed {removed} of {len(present)} ids; the index is inconsistent, rebuild it")
+        self._ids = np.setdiff1d(self._ids, present, assume_unique=True)
+        self._maybe_rebuild()
+        return len(present)
 
     def search(self, vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         vectors = self._vectors(vectors)
-        if not isinstance(k, (int, np.integer)) or k < 1:
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
             raise ValueError(f"k must be a positive integer, got {k!r}.")
         k = int(k)
         if self.count() == 0 or len(vectors) == 0:
             return np.full((len(vectors), k), -np.inf, dtype=np.float32), np.full((len(vectors), k), -1, dtype=np.int64)
-        params = None
-        if self.approximate:
-            params = faiss.SearchParametersHNSW(efSearch=max(self.ef_search, k))
-            if len(self._deleted):
-                batch = faiss.IDSelectorBatch(self._deleted)
-                skip = faiss.IDSelectorNot(batch)
-                params.sel = skip  # faiss keeps raw pointers: `batch` and `skip` must outlive the search
+        params = faiss.SearchParametersIVF(nprobe=self.nprobe) if self.approximate else None
         scores, ids = self._index.search(vectors, k, params=params)
         scores[ids < 0] = -np.inf  # faiss pads with -FLT_MAX
         return scores, ids
@@ -127,27 +122,25 @@ class FaissStore:
     def get(self, ids: np.ndarray) -> np.ndarray:
         ids = _ids(ids)
         out = np.empty((len(ids), self.dim), dtype=np.float32)
-        dead = set(self._deleted.tolist()) if len(self._deleted) else ()
         for row, id_ in enumerate(ids.tolist()):
-            if id_ in dead:
-                raise KeyError(id_)
             try:
                 out[row] = self._index.reconstruct(id_)
-            except RuntimeError:  # faiss: "key not found"
+            except RuntimeError:  # faiss: the id is not in the map
                 raise KeyError(id_) from None
         return out
 
     def count(self) -> int:
-        return int(self._index.ntotal) - len(self._deleted)
+        return int(self._index.ntotal)
 
     def save(self, path: Path) -> None:
-        """Write vectors.faiss, deleted.npy and faiss.json (format, dim, options) under `path`."""
+        """Write vectors.faiss, ids.npy and faiss.json (format, dim, options) under `path`."""
         path = Path(path)
         try:
             path.mkdir(parents=True, exist_ok=True)
             faiss.write_index(self._index, str(path / INDEX_FILE))
-            np.save(path / DELETED_FILE, self._deleted)
-            meta = {"format_version": FORMAT_VERSION, "kind": self.kind, "dim": self.dim, "rows": self.count(), "options": self._options()}
+            np.save(path / IDS_FILE, self._ids)
+            meta = {"format_version": FORMAT_VERSION, "kind": self.kind, "dim": self.dim, "rows": self.count()}
+            meta |= {"trained_rows": self._trained_rows, "options": {"ann_threshold": self.ann_threshold, "nprobe": self.nprobe}}
             (path / META_FILE).write_text(json.dumps(meta, indent=1))
         except (OSError, RuntimeError) as err:
             raise StoreError(f"faiss store: cannot write {path}: {err}") from err
@@ -163,50 +156,69 @@ class FaissStore:
                 raise StoreError(f"faiss store: {path} holds vectors of size {meta.get('dim')}, expected {dim}; rebuild the index")
             store = cls(dim, **meta["options"])
             store._index = faiss.read_index(str(path / INDEX_FILE))
-            store._deleted = np.load(path / DELETED_FILE)
+            store._ids = np.load(path / IDS_FILE)
+            store._trained_rows = int(meta["trained_rows"])
         except StoreError:
             raise
         except (OSError, ValueError, KeyError, TypeError, RuntimeError) as err:
             raise StoreError(f"faiss store: cannot read {path} ({type(err).__name__}: {err}); rebuild the index") from err
-        if not isinstance(store._index, faiss.IndexIDMap2) or store._index.d != dim or store.count() != meta.get("rows"):
+        expected = faiss.IndexIVFFlat if store._trained_rows else faiss.IndexIDMap2
+        if (
+            not isinstance(store._index, expected)
+            or store._index.d != dim
+            or store.count() != meta.get("rows")
+            or len(store._ids) != store.count()
+        ):
             raise StoreError(f"faiss store: {path / INDEX_FILE} does not match {META_FILE} (damaged or swapped); rebuild the index")
         return store
 
     # -- internals ---------------------------------------------------------------------------
 
-    def _options(self) -> dict:
-        return {
-            "ann_threshold": self.ann_threshold,
-            "hnsw_m": self.hnsw_m,
-            "ef_construction": self.ef_construction,
-            "ef_search": self.ef_search,
-            "max_deleted_share": self.max_deleted_share,
-        }
+    def _maybe_rebuild(self) -> None:
+        """Exact -> IVF past the threshold; retrain an IVF once rows moved REBUILD_FACTOR-fold.
 
-    def _exact(self) -> faiss.IndexIDMap2:
-        return faiss.IndexIDMap2(faiss.IndexFlatIP(self.dim))
-
-    def _hnsw(self) -> faiss.IndexIDMap2:
-        graph = faiss.IndexHNSWFlat(self.dim, self.hnsw_m, faiss.METRIC_INNER_PRODUCT)
-        graph.hnsw.efConstruction = self.ef_construction
-        return faiss.IndexIDMap2(graph)
-
-    def _all_ids(self) -> np.ndarray:
-        """Every id in the faiss index, tombstones included."""
-        return faiss.vector_to_array(self._index.id_map).astype(np.int64, copy=False)
+        An IVF goes back to exact only by shrinking that far below its training size, so rows
+        added and removed around the threshold never retrain it back and forth.
+        """
+        n = self.count()
+        if not self.approximate:
+            if n > self.ann_threshold:
+                self._rebuild()
+        elif not self._trained_rows / REBUILD_FACTOR <= n <= self._trained_rows * REBUILD_FACTOR:
+            self._rebuild()
 
     def _rebuild(self) -> None:
-        """A fresh index of the live rows: exact up to ann_threshold rows, HNSW above it."""
-        ids = self._all_ids()
-        inner = faiss.downcast_index(self._index.index)
-        flat = inner if isinstance(inner, faiss.IndexFlat) else faiss.downcast_index(inner.storage)
-        vectors = flat.reconstruct_n(0, flat.ntotal)
-        if len(self._deleted):
-            live = ~np.isin(ids, self._deleted)
-            ids, vectors = ids[live], vectors[live]
-        index = self._hnsw() if len(ids) > self.ann_threshold else self._exact()
+        """A fresh index of every row: exact up to ann_threshold rows, else IVF trained on them."""
+        ids, vectors = self._rows()
+        n = len(ids)
+        if n <= self.ann_threshold or n == 0:
+            index = faiss.IndexIDMap2(faiss.IndexFlatIP(self.dim))
+            trained = 0
+        else:
+            # Never more lists than training rows allow: a tiny store gets one list (exact).
+            nlist = max(1, min(round(LISTS_PER_SQRT * math.sqrt(n)), n // TRAIN_PER_LIST))
+            index = faiss.IndexIVFFlat(faiss.IndexFlatIP(self.dim), self.dim, nlist, faiss.METRIC_INNER_PRODUCT)
+            sample = np.random.default_rng(SEED).choice(n, min(n, TRAIN_PER_LIST * nlist), replace=False)
+            index.train(vectors[np.sort(sample)])
+            index.set_direct_map_type(faiss.DirectMap.Hashtable)
+            trained = n
         index.add_with_ids(vectors, ids)
-        self._index, self._deleted = index, np.empty(0, dtype=np.int64)
+        self._index, self._trained_rows = index, trained
+
+    def _rows(self) -> tuple[np.ndarray, np.ndarray]:
+        """Every (id, vector) in the index, read from its storage without a copy per row."""
+        if not self.approximate:
+            flat = faiss.downcast_index(self._index.index)
+            return faiss.vector_to_array(self._index.id_map).astype(np.int64), flat.reconstruct_n(0, flat.ntotal)
+        lists = self._index.invlists
+        ids, vectors = [np.empty(0, dtype=np.int64)], [np.empty((0, self.dim), dtype=np.float32)]
+        for number in range(self._index.nlist):
+            size = lists.list_size(number)
+            if size:
+                ids.append(faiss.rev_swig_ptr(lists.get_ids(number), size).copy())
+                codes = faiss.rev_swig_ptr(lists.get_codes(number), size * lists.code_size)
+                vectors.append(codes.view(np.float32).reshape(size, self.dim).copy())
+        return np.concatenate(ids), np.concatenate(vectors)
 
     def _vectors(self, vectors: np.ndarray) -> np.ndarray:
         vectors = np.asarray(vectors)
