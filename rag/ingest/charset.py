@@ -1,10 +1,11 @@
-"""Bytes -> str for text formats: UTF-8 first, a byte-order mark if there is one, then detection.
+"""Bytes -> str for text formats: a byte-order mark if there is one, then UTF-8, then detection.
 
 Legacy files are mostly Windows-1252 (Western Europe, old Office exports), and a statistical
-detector cannot tell short Western texts apart from their Baltic or Central European cousins
-(measured: a French sentence in cp1252 comes back as cp1257, "coûte" as "coūte"). So among the
-guesses that read the bytes equally cleanly, cp1252 wins, as in browsers; a text that reads
-cleanly only in another code page (Russian in cp1251, say) keeps that one.
+detector cannot tell short Western texts from their Baltic or Central European cousins
+(measured: charset-normalizer reads a French cp1252 sentence as cp1257, "coûte" as "coūte").
+So cp1252 is taken whenever it reads the bytes about as cleanly as the detector's guess, as
+browsers default to it; a text that only reads cleanly in another code page (Russian in cp1251,
+Polish in cp1250) keeps the detected one.
 """
 
 from __future__ import annotations

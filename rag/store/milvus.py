@@ -34,7 +34,8 @@ LITE_DIR = "milvus.db"
 URI_ENV = "RAG_MILVUS_URI"
 TOKEN_ENV = "RAG_MILVUS_TOKEN"
 ID, VECTOR = "id", "vector"
-BATCH = 5_000  # rows per insert / ids per lookup: well under gRPC's 64 MB message limit at dim 1024
+BATCH = 5_000  # rows per insert: 20 MB at dim 1024, well under gRPC's 64 MB message limit
+LOOKUP_BATCH = 1_000  # ids per "id in [...]" expression, which Milvus parses as text
 MAX_K = 16_384  # Milvus's largest search limit
 _lite_users: dict[str, int] = {}  # Milvus Lite folder -> open stores on it
 _lite_lock = threading.Lock()
@@ -108,8 +109,8 @@ class MilvusStore:
 
     def delete(self, ids: np.ndarray) -> int:
         present = sorted(self._existing(np.unique(_ids(ids))))
-        for start in range(0, len(present), BATCH):
-            self._call("delete", self._client.delete, self.collection, ids=present[start : start + BATCH])
+        for start in range(0, len(present), LOOKUP_BATCH):
+            self._call("delete", self._client.delete, self.collection, ids=present[start : start + LOOKUP_BATCH])
         return len(present)
 
     def search(self, vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -134,8 +135,8 @@ class MilvusStore:
     def get(self, ids: np.ndarray) -> np.ndarray:
         ids = _ids(ids)
         vectors: dict[int, list[float]] = {}
-        for start in range(0, len(ids), BATCH):
-            batch = np.unique(ids[start : start + BATCH]).tolist()
+        for start in range(0, len(ids), LOOKUP_BATCH):
+            batch = np.unique(ids[start : start + LOOKUP_BATCH]).tolist()
             for row in self._call("get", self._client.get, self.collection, ids=batch, output_fields=[ID, VECTOR]):
                 vectors[int(row[ID])] = row[VECTOR]
         out = np.empty((len(ids), self.dim), dtype=np.float32)
@@ -152,9 +153,9 @@ class MilvusStore:
     def save(self, path: Path) -> None:
         """Make the rows durable and record where they are in `path`/milvus.json.
 
-        A server keeps the rows itself (only milvus.json is written). A Milvus Lite folder
-        outside `path` is moved to `path`/milvus.db and reopened there, so the index folder
-        holds everything.
+        A server keeps the rows itself (only milvus.json is written). A store made without a URI
+        moves its temporary Milvus Lite folder to `path`/milvus.db and reopens it there, so the
+        index folder holds everything; a Lite folder the caller named stays where it is.
         """
         path = Path(path)
         try:
@@ -163,7 +164,7 @@ class MilvusStore:
             uri: str = self.uri
             if self.is_lite:
                 target = path / LITE_DIR
-                if Path(self.uri).resolve() != target.resolve():
+                if self._temp_dir is not None:  # our own temporary folder: it moves into the index
                     self.close()
                     if target.exists():
                         shutil.rmtree(target)
@@ -171,7 +172,9 @@ class MilvusStore:
                     self._cleanup_temp()
                     self.uri = str(target)
                     self._open(create=False)
-                uri = LITE_DIR  # relative: the index folder can be moved or renamed
+                here = Path(self.uri).resolve()
+                # Relative when inside `path`, so the index folder can be moved or renamed.
+                uri = str(here.relative_to(path.resolve())) if here.is_relative_to(path.resolve()) else str(here)
             meta = {"format_version": FORMAT_VERSION, "kind": self.kind, "dim": self.dim, "uri": uri, "collection": self.collection}
             meta |= {"index_type": self.index_type, "index_params": self.index_params}
             (path / META_FILE).write_text(json.dumps(meta, indent=1))
@@ -200,7 +203,7 @@ class MilvusStore:
         except (OSError, ValueError, KeyError, TypeError) as err:
             raise StoreError(f"milvus store: cannot read {path / META_FILE} ({type(err).__name__}: {err}); rebuild the index") from err
         if not uri.startswith(("http://", "https://", "tcp://", "unix:")):
-            uri = str(path / uri)
+            uri = str(path / uri)  # a relative Lite folder is inside the index folder; an absolute one stays
             if not Path(uri).exists():
                 raise StoreError(f"milvus store: {uri} is missing; rebuild the index")
         store = cls.__new__(cls)
@@ -265,8 +268,8 @@ class MilvusStore:
 
     def _existing(self, ids: np.ndarray) -> set[int]:
         found: set[int] = set()
-        for start in range(0, len(ids), BATCH):
-            batch = ids[start : start + BATCH].tolist()
+        for start in range(0, len(ids), LOOKUP_BATCH):
+            batch = ids[start : start + LOOKUP_BATCH].tolist()
             if batch:
                 rows = self._call("lookup", self._client.query, self.collection, filter=f"{ID} in {batch}", output_fields=[ID])
                 found.update(int(r[ID]) for r in rows)
