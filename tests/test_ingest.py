@@ -247,7 +247,7 @@ def test_html_hostile_markup_never_crashes(data):
 # ---------------------------------------------------------------------------------------------
 # PDF
 
-PAGE_1 = ["Harbour Report", "The bridge reopened on Monday after", "eight months of repairs.", "Costs: 12 million euros, paid (in part) by the café tax."]
+PAGE_1 = ["Harbour Report", "The well-", "known bridge reopened on Monday after", "eight months of repairs.", "Costs: 12 million euros, paid (in part) by the café tax."]
 PAGE_2 = ["Traffic", "Traffic returns to normal by Friday."]
 
 
@@ -255,7 +255,7 @@ def test_pdf_text_per_page_with_offsets_and_title(tmp_path):
     path = tmp_path / "report.pdf"
     path.write_bytes(make_pdf([PAGE_1, PAGE_2, ["Appendix: 3 tables."]], title="Harbour bridge report"))
     out = convert_file(path)
-    first = "Harbour Report\nThe bridge reopened on Monday after eight months of repairs.\nCosts: 12 million euros, paid (in part) by the café tax."
+    first = "Harbour Report\nThe well-known bridge reopened on Monday after eight months of repairs.\nCosts: 12 million euros, paid (in part) by the café tax."
     second = "Traffic\nTraffic returns to normal by Friday."
     assert out.text == first + "\n\n" + second + "\n\nAppendix: 3 tables."
     assert out.pages == [0, len(first) + 2, len(first) + 2 + len(second) + 2]

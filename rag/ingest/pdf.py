@@ -21,6 +21,9 @@ PAGE_SEPARATOR = "\n\n"
 # A line break inside a sentence: the line does not end a sentence or a heading-like line
 # (. ! ? : ;) and the next line starts in lower case or with a digit, so it continues it.
 _WRAPPED = re.compile(r"(?<=[^\s.!?:;])[ \t]*\n[ \t]*(?=[a-z0-9(])")
+# A word hyphenated across lines keeps its hyphen ("well-\nknown" -> "well-known"): dropping it
+# would also break true compounds, and a stray hyphen costs less than a wrong word.
+_HYPHENATED = re.compile(r"(?<=\w-)[ \t]*\n[ \t]*(?=[a-z])")
 _SPACES = re.compile(r"[ \t\u00a0]+")
 _BLANKS = re.compile(r"\n{3,}")
 
@@ -77,6 +80,7 @@ def _page_text(page) -> str:
     """One page's text: wrapped lines joined, runs of spaces and blank lines collapsed, trimmed."""
     text = (page.extract_text() or "").replace("\x00", "").replace("\r\n", "\n").replace("\r", "\n")
     text = _SPACES.sub(" ", text)
+    text = _HYPHENATED.sub("", text)
     text = _WRAPPED.sub(" ", text)
     text = "\n".join(line.strip() for line in text.split("\n"))
     return _BLANKS.sub("\n\n", text).strip()
