@@ -97,17 +97,17 @@ def test_damaged_or_mismatched_files_are_a_store_error(tmp_path):
 
 
 def test_ivf_is_retrained_as_it_grows_and_shrinks():
-    data = clustered(4000)
+    data = clustered(8000)
     store = FaissStore(DIM, ann_threshold=100)
     store.add(np.arange(200), data[:200])
-    assert store.approximate and store.nlist == 5  # min(4*sqrt(200), 200 // 40)
-    store.add(np.arange(200, 800), data[200:800])
-    assert store.nlist == 5, "within 4x of the training size: no retraining"
-    store.add(np.arange(800, 4000), data[800:])
-    assert store.nlist == 100  # min(4*sqrt(4000) = 253, 4000 // 40)
-    assert recall_at_10(store, data, np.arange(4000), clustered(100, seed=4)) >= 0.98
-    store.delete(np.arange(50, 4000))
-    assert not store.approximate and store.count() == 50, "shrunk 4x, and under the threshold: exact again"
+    assert store.approximate and store.nlist == 3  # min(4*sqrt(200), 200 // 64)
+    store.add(np.arange(200, 400), data[200:400])
+    assert store.nlist == 3, "within 2x of the training size: no retraining"
+    store.add(np.arange(400, 8000), data[400:])
+    assert store.nlist == 125  # min(4*sqrt(8000) = 358, 8000 // 64)
+    assert recall_at_10(store, data, np.arange(8000), clustered(100, seed=4)) >= 0.98
+    store.delete(np.arange(50, 8000))
+    assert not store.approximate and store.count() == 50, "halved, and under the threshold: exact again"
     _, top = store.search(data[:50], 1)
     assert top[:, 0].tolist() == list(range(50))
 
