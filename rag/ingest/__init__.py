@@ -16,6 +16,10 @@ __all__ = ["CONVERTERS", "ConversionError", "Converter", "Extracted", "Repair", 
 CONVERTERS: dict[str, str] = {
     ".txt": "rag.ingest.text:TextConverter",
     ".md": "rag.ingest.text:TextConverter",
+    ".html": "rag.ingest.html:HtmlConverter",
+    ".htm": "rag.ingest.html:HtmlConverter",
+    ".pdf": "rag.ingest.pdf:PdfConverter",
+    ".docx": "rag.ingest.docx:DocxConverter",
 }
 
 _cache: dict[str, Converter] = {}
