@@ -43,3 +43,4 @@ def converter_for(path: Path) -> Converter:
         module, _, cls = target.partition(":")
         _cache[target] = getattr(importlib.import_module(module), cls)()
     return _cache[target]
+
