@@ -323,7 +323,7 @@ def update_index(
         gone_chunks = np.asarray([c.chunk_id for c in table.chunks if c.doc_id in drop], dtype=np.int64)
         gone_sentences = np.asarray([s.sentence_id for s in table.sentences if s.doc_id in drop], dtype=np.int64)
         in_place = _is_server(chunk_store)
-        rows = _rows_of(new_docs, embedder, settings, manifest.next_chunk_id, manifest.next_sentence_id, progress)
+        rows = _rows_of(new_docs, embedder, settings, manifest.next_chunk_id, manifest.next_sentence_id, progress, manifest.dim)
         if in_place:  # leftovers of an update killed before its flip may hold these ids
             chunk_store.delete(rows.chunk_ids())
             sentence_store.delete(rows.sentence_ids())
@@ -469,7 +469,9 @@ class _Rows(BaseModel):
         return np.asarray([s.sentence_id for s in self.sentences], dtype=np.int64)
 
 
-def _rows_of(documents: list[Document], embedder: Encoder, settings: Settings, first_chunk: int, first_sentence: int, progress: bool) -> _Rows:
+def _rows_of(
+    documents: list[Document], embedder: Encoder, settings: Settings, first_chunk: int, first_sentence: int, progress: bool, dim: int | None = None
+) -> _Rows:
     """Chunk `documents` (ids from the given first ones) and embed their chunks and sentences.
 
     Embeds in batches of EMBED_BATCH; with `progress`, a bar counts chunks (chunks/s) and shows
@@ -489,6 +491,9 @@ def _rows_of(documents: list[Document], embedder: Encoder, settings: Settings, f
         chunks.extend(doc_chunks)
         sentences.extend(doc_sentences)
         per_doc.append((len(doc_chunks), len(doc_sentences)))
+    if not chunks and not sentences:  # nothing to embed: never load the model for a removal
+        empty = np.zeros((0, dim if dim is not None else embedder.dim), dtype=np.float32)
+        return _Rows(chunks=[], sentences=[], chunk_sentences=[], chunk_vectors=empty, sentence_vectors=empty)
     chunk_vectors, sentence_vectors = _embed_documents(embedder, documents, chunks, sentences, per_doc, progress)
     return _Rows(chunks=chunks, sentences=sentences, chunk_sentences=chunk_sentences, chunk_vectors=chunk_vectors, sentence_vectors=sentence_vectors)
 
