@@ -106,6 +106,11 @@ class MilvusStore:
         for start in range(0, len(ids), BATCH):
             rows = [{ID: int(i), VECTOR: v} for i, v in zip(ids[start : start + BATCH].tolist(), vectors[start : start + BATCH].tolist())]
             self._call("insert", self._client.insert, self.collection, rows)
+        if self.is_lite and len(ids):
+            # Milvus Lite searches unsealed rows slowly (measured: 1.2 s per query over 20k
+            # unflushed rows, 20 ms once flushed; a flush of 50 rows takes ~40 ms). A server
+            # seals segments itself, and flushing it per insert would only fragment them.
+            self._call("flush", self._client.flush, self.collection)
 
     def delete(self, ids: np.ndarray) -> int:
         present = sorted(self._existing(np.unique(_ids(ids))))
