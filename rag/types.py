@@ -20,6 +20,7 @@ class Document(BaseModel):
     path: str
     sha256: str = Field(description="of the file's bytes, to notice a changed file")
     pages: list[int] = Field([], description="character offset in `text` where each page starts; empty if unpaged")
+    added_at: float = Field(0.0, description="when it entered the index (Unix time); 0 if unknown")
 
 
 class Chunk(BaseModel):
