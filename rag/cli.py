@@ -94,8 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the numbers as JSON")
     p.set_defaults(func=_cmd_bench)
 
-    p = sub.add_parser("serve", help="start the chat UI")
-    p.add_argument("--host", default="127.0.0.1")
+    p = sub.add_parser("serve", help="start the chat UI and the OpenAI-compatible API (/v1) on one port")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind; 0.0.0.0 opens it to the network (set RAG_API_KEY)")
     p.add_argument("--port", type=int, default=7860)
     p.set_defaults(func=_cmd_serve)
     return parser

@@ -374,11 +374,13 @@ def _example_text(evt: gr.SelectData) -> str:
 
 
 def launch(host: str = "127.0.0.1", port: int = 7860) -> None:
-    """Load the models and index (so the first user waits for nothing), then serve the chat."""
+    """Load the models and index (so the first user waits for nothing), then serve the chat and the API."""
     pipeline = Pipeline(Settings())
     log.info("warming up: loading the index and models")
     pipeline.warm_up()
     demo = build(pipeline)
     demo.queue(default_concurrency_limit=1, max_size=QUEUE_SIZE)
-    print(f"rag chat UI ready on http://{host}:{port}", flush=True)
-    demo.launch(server_name=host, server_port=port, css=CSS, show_error=True, footer_links=["api"])
+    print(f"rag chat UI ready on http://{host}:{port} (OpenAI-compatible API at /v1)", flush=True)
+    from .api import serve
+
+    serve(pipeline, demo, host=host, port=port, css=CSS, show_error=True, footer_links=["api"])
