@@ -15,6 +15,7 @@ from pydantic import SecretStr
 
 from rag.llm import LLMError, ModelSettings, make_generator
 from rag.llm.openai import OpenAIGenerator
+from rag.prompt import SYSTEM
 
 from conftest_llamacpp import GGUF, llama_server  # noqa: F401  (session fixture)
 
@@ -34,6 +35,7 @@ def _chunk(content: str | None = None, finish: str | None = None, role: str | No
 class Hostile(BaseHTTPRequestHandler):
     counts: dict[str, int] = {}
     sent: dict[str, int] = {}
+    bodies: dict[str, list[dict]] = {}
 
     def log_message(self, *args) -> None:  # keep the test output clean
         pass
@@ -64,7 +66,8 @@ class Hostile(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         case = self.path.split("/")[1]
         Hostile.counts[case] = Hostile.counts.get(case, 0) + 1
-        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
+        Hostile.bodies.setdefault(case, []).append(body)
         w = self.wfile.write
         if case == "ok":
             self._start_sse()
@@ -129,6 +132,12 @@ class Hostile(BaseHTTPRequestHandler):
         elif case == "ignores_stop":
             self._start_sse()
             w(_chunk("one line") + _chunk(" and\nanother") + b"data: [DONE]\n\n")
+        elif case == "strict":  # api.openai.com-like: unknown fields are an error
+            if "repeat_penalty" in body:
+                self._json(400, {"error": {"message": "Unrecognized request argument supplied: repeat_penalty"}})
+                return
+            self._start_sse()
+            w(_chunk("Plain") + b"data: [DONE]\n\n")
         elif case == "drop":  # chunked HTTP/1.1, as real servers stream; dies mid-answer
             self.protocol_version = "HTTP/1.1"
             self.send_response(200)
@@ -181,6 +190,20 @@ def test_streams_pieces_and_cuts_at_the_stop_string(hostile):
     assert g.finish_reason == "stop"
     assert g.new_tokens == 4  # the piece holding the stop string was generated too
     assert 0 < g.first_token_s <= g.total_s
+
+
+def test_the_request_is_greedy_and_bounded(hostile):
+    gen(hostile, "ok").generate(MESSAGES, 7, stop=("\n", "END"))
+    body = Hostile.bodies["ok"][-1]
+    assert body["messages"] == MESSAGES and body["model"] == "fake-model" and body["stream"] is True
+    assert (body["temperature"], body["max_tokens"], body["stop"], body["repeat_penalty"]) == (0.0, 7, ["\n", "END"], 1.0)
+
+
+def test_a_strict_server_gets_plain_openai_requests(hostile):
+    g = gen(hostile, "strict")
+    assert g.generate(MESSAGES, 8).text == "Plain"
+    assert g.generate(MESSAGES, 8).text == "Plain"
+    assert [("repeat_penalty" in b) for b in Hostile.bodies["strict"]] == [True, False, False]
 
 
 def test_a_server_that_ignores_stop_is_cut_here(hostile):
@@ -317,30 +340,44 @@ def test_count_tokens_is_an_estimate():
 
 
 # -- the real llama.cpp server ----------------------------------------------------------------
-REAL_MESSAGES = [
-    {"role": "system", "content": "You answer in one short sentence."},
-    {"role": "user", "content": "What is the capital of France?"},
+RAG_PROMPT = [
+    {"role": "system", "content": SYSTEM},
+    {"role": "user", "content": "Passages:\n[1] Meta offered OpenAI engineers signing bonuses of up to $100 million, "
+                                "according to Sam Altman.\n[2] xAI recruited several Meta researchers.\n\n"
+                                "Question: How much did Meta offer OpenAI engineers as signing bonuses?"},
 ]
+LONG_PROMPT = [{"role": "user", "content": "List the planets of the solar system, one per line."}]
+
+
+@pytest.fixture(scope="module")
+def in_process():
+    from llama_cpp import Llama
+
+    return Llama(model_path=str(GGUF), n_ctx=2048, n_threads=2, verbose=False)
 
 
 @pytest.mark.slow
-def test_real_llama_cpp_server_streams_the_in_process_answer(llama_server):
+@pytest.mark.parametrize("messages, stop", [(RAG_PROMPT, ("\n",)), (LONG_PROMPT, ())], ids=["rag-prompt", "48-tokens"])
+def test_real_llama_cpp_server_streams_the_in_process_answer(llama_server, in_process, messages, stop):
     g = OpenAIGenerator(ModelSettings(backend="openai", url=llama_server, model=None, timeout_s=60))
     g.warm_up()
     pieces: list[str] = []
-    served = g.generate(REAL_MESSAGES, 32, on_token=pieces.append)
+    served = g.generate(messages, 48, stop=stop, on_token=pieces.append)
     assert served.text.strip()
-    assert len(pieces) > 3 and "".join(pieces) == served.text
-
-    from llama_cpp import Llama
-
-    llm = Llama(model_path=str(GGUF), n_ctx=2048, n_threads=2, verbose=False)
-    local = llm.create_chat_completion(REAL_MESSAGES, max_tokens=32, temperature=0.0, stop=["\n"])
-    assert served.text == local["choices"][0]["message"]["content"]
+    assert len(pieces) > 3 and "".join(pieces) == served.text  # piece by piece, as they arrive
+    local = in_process.create_chat_completion(messages, max_tokens=48, temperature=0.0, stop=list(stop) or None)
+    assert served.text == local["choices"][0]["message"]["content"]  # greedy, same model: same words
 
 
 @pytest.mark.slow
-def test_real_server_with_a_wrong_model_name_still_answers_or_says_why(llama_server):
-    # llama.cpp serves one model whatever the name; other servers answer 404, covered above.
+def test_real_server_cuts_at_max_new_tokens(llama_server):
+    g = OpenAIGenerator(ModelSettings(backend="openai", url=llama_server, model=None, timeout_s=60))
+    out = g.generate(LONG_PROMPT, 5, stop=())
+    assert (out.new_tokens, out.finish_reason) == (5, "length")
+
+
+@pytest.mark.slow
+def test_real_server_with_any_model_name_answers(llama_server):
+    # llama.cpp serves its one model whatever the name; other servers' 404 is covered above.
     g = OpenAIGenerator(ModelSettings(backend="openai", url=llama_server, model="no-such-model", timeout_s=60))
-    assert g.generate(REAL_MESSAGES, 8).text.strip()
+    assert g.generate(RAG_PROMPT, 8).text.strip()

@@ -28,6 +28,10 @@ RETRIES = 2  # extra attempts after a connection error or a 5xx, before the firs
 BACKOFF_S = 0.5  # first retry delay; doubles each time, with up to 25 % jitter
 CHARS_PER_TOKEN = 4  # count_tokens() estimate: English text averages ~4 characters per token
 MAX_CHARS_PER_PIECE = 64  # a streamed piece longer than this counts as several tokens (hostile servers)
+# Greedy as the in-process backends decode: llama.cpp servers otherwise penalise repeated tokens,
+# and the same GGUF answered differently over HTTP (tests/test_llm_openai.py, "48-tokens"). Not an
+# OpenAI field: a server that rejects it gets the request again without it.
+GREEDY_EXTRA = {"repeat_penalty": 1.0}
 _END = object()
 _DROPPED = "the server closed the connection mid-answer"
 
@@ -63,6 +67,7 @@ class OpenAIGenerator:
         self._model_name = model.model
         self._client = None
         self._lock = threading.Lock()
+        self._extra = dict(GREEDY_EXTRA)
 
     def __repr__(self) -> str:
         return f"OpenAIGenerator(url={self.url!r}, model={self._model_name!r})"
@@ -212,8 +217,15 @@ class OpenAIGenerator:
                     stop=stop or None,
                     stream=True,
                     timeout=self._timeout(remaining),
+                    extra_body=self._extra or None,
                 )
             except openai.OpenAIError as err:
+                if self._extra and isinstance(err, openai.APIStatusError) and err.status_code in (400, 422) and any(
+                    k in str(_server_message(err)) for k in self._extra
+                ):
+                    log.info("%s rejects %s; sending plain OpenAI requests from now on", self.url, sorted(self._extra))
+                    self._extra = {}
+                    continue
                 retryable = (isinstance(err, openai.APIConnectionError) and not isinstance(err, openai.APITimeoutError)) or (
                     isinstance(err, openai.APIStatusError) and err.status_code >= 500
                 )
