@@ -266,3 +266,21 @@ def test_real_bad_messages(client, served):
     r = httpx.post(f"{served}/v1/chat/completions", json={"messages": {"role": "user", "content": "hi"}},
                    headers={"Authorization": f"Bearer {KEY}"})
     assert r.status_code == 400 and r.json()["error"]["message"] == "Invalid request: messages: Input should be a valid list."
+
+
+@pytest.mark.slow
+def test_real_concurrent_requests_get_their_own_answers(client):
+    """Several API users at once (threads into the shared pipeline): no errors, no mixed answers."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    questions = [QUESTION, "Which Meta researchers did xAI recruit?"] * 3
+
+    def ask(q: str):
+        r = client.chat.completions.create(model="rag", messages=[{"role": "user", "content": q}])
+        return q, r.model_extra["rag"]["searched"], r.choices[0].message.content
+
+    with ThreadPoolExecutor(len(questions)) as pool:
+        results = list(pool.map(ask, questions))
+    assert all(q == searched for q, searched, _ in results)
+    for q in set(questions):
+        assert len({text for asked, _, text in results if asked == q}) == 1
