@@ -4,15 +4,10 @@ Each round runs every variant once in turn (A B C A B C ...), forcing the same n
 tokens (no early stop), and the medians are compared. Used because the shared 2-core machine
 was busy: a variant's whole-set timing moved by 2x between runs, an interleaved median less.
 
-    python benchmarks/ab_decode.py [--rounds 6] [--tokens 24]
+    python -m benchmarks.ab_decode [--rounds 6] [--tokens 24]
 """
 
 from __future__ import annotations
-
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import argparse
 import statistics
@@ -22,7 +17,7 @@ import torch
 
 from rag.bench import QUESTIONS
 from rag.config import Settings
-from rag.generation import TransformersGenerator
+from rag.llm.transformers import TransformersGenerator
 from rag.pipeline import Pipeline
 from rag.prompt import build_messages
 
@@ -36,14 +31,12 @@ def main() -> None:
     p = Pipeline(s)
     q = QUESTIONS[0]
     messages = build_messages(q, p.retriever.evidence(q, p.retriever.search(q, s.top_k), s.evidence_k))
-    gen = TransformersGenerator(s)
-    gen.warm_up()
-    gen._stop_ids = frozenset()  # force exactly --tokens new tokens in the loop variants
-    tok, model = gen._tokenizer, gen._model
-    other = "float32" if s.dtype == "bfloat16" else "bfloat16"
-    gen2 = TransformersGenerator(s.model_copy(update={"dtype": other}))
-    gen2.warm_up()
-    gen2._stop_ids = frozenset()
+    # ignore_eos: every loop variant decodes exactly --tokens tokens, like min_new_tokens below
+    gen = TransformersGenerator(s.model, ignore_eos=True)
+    gen_prefix = TransformersGenerator(s.model, prefix_cache=True, ignore_eos=True)
+    tok, model = gen.tokenizer, gen.model
+    other = "float32" if s.llm_dtype == "bfloat16" else "bfloat16"
+    gen2 = TransformersGenerator(s.model.model_copy(update={"dtype": other}), ignore_eos=True)
     inputs = tok.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", return_dict=True)
 
     def generate(**extra):
@@ -51,15 +44,11 @@ def main() -> None:
             model.generate(**inputs, max_new_tokens=args.tokens, min_new_tokens=args.tokens, do_sample=False,
                            pad_token_id=tok.eos_token_id, **extra)
 
-    def loop(prefix: bool, g=gen):
-        g.prefix_cache = prefix
-        for _ in g.stream(messages, args.tokens):
-            pass
+    def loop(prefix: bool, g=None):
+        (g or (gen_prefix if prefix else gen)).generate(messages, args.tokens, stop=())
 
     def prefill(prefix: bool):
-        gen.prefix_cache = prefix
-        for _ in gen.stream(messages, 1):
-            pass
+        (gen_prefix if prefix else gen).generate(messages, 1, stop=())
 
     variants = {
         "generate()": lambda: generate(),
@@ -67,7 +56,7 @@ def main() -> None:
         "loop": lambda: loop(False),
         "loop + prefix KV cache": lambda: loop(True),
         f"loop, {other}": lambda: loop(False, gen2),
-        "loop, 1 thread": lambda: (torch.set_num_threads(1), loop(False), torch.set_num_threads(s.threads)),
+        "loop, 1 thread": lambda: (torch.set_num_threads(1), loop(False), torch.set_num_threads(s.llm_threads)),
         "prefill+1 token, full prompt": lambda: prefill(False),
         "prefill+1 token, prefix KV cache": lambda: prefill(True),
     }
@@ -79,7 +68,7 @@ def main() -> None:
             t = time.perf_counter()
             fn()
             times[name].append(time.perf_counter() - t)
-    print(f"prompt {inputs['input_ids'].shape[1]} tokens, {args.tokens} new tokens, {s.dtype} unless named, {torch.get_num_threads()} threads unless named, {args.rounds} rounds")
+    print(f"prompt {inputs['input_ids'].shape[1]} tokens, {args.tokens} new tokens, {s.llm_dtype} unless named, {torch.get_num_threads()} threads unless named, {args.rounds} rounds")
     print("| variant | median s | min s | max s |\n|---|---|---|---|")
     for name, ts in times.items():
         print(f"| {name} | {statistics.median(ts):.3f} | {min(ts):.3f} | {max(ts):.3f} |")

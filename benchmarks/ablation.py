@@ -3,7 +3,7 @@
 Variants: the default (hybrid retrieval, grounding check, 128-token chunks); dense retrieval
 only; no grounding check (the model's answer is kept whenever it has a citation); extractive
 only (no LLM); and 64-token chunks (an index built in a temporary folder).
-Writes benchmarks/ablation.md. Usage: python benchmarks/ablation.py [golden.jsonl]
+Writes benchmarks/results/<date>-<commit>-ablation.md. Usage: python -m benchmarks.ablation [golden.jsonl]
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from benchmarks.results_file import result_path
 from rag.config import Settings
 from rag.evaluation import evaluate, load_golden
 from rag.pipeline import Pipeline
@@ -35,14 +36,13 @@ def main(path: str = "tests/golden/golden.jsonl") -> None:
     lines = ["| variant | " + " | ".join(METRICS) + " |", "|---" * (len(METRICS) + 1) + "|"]
     for name, overrides in variants.items():
         settings = Settings(**overrides)
-        p = Pipeline(settings, generator=base.generator, embedder=base.embedder)
-        if "index_dir" not in overrides:
-            p._index = base.index
+        same_index = "index_dir" not in overrides  # the chunk variants build their own
+        p = Pipeline(settings, index=base.index if same_index else None, generator=base.generator, embedder=base.embedder)
         scores = evaluate(items, p, progress=False).scores
         row = f"| {name} | " + " | ".join(f"{scores[m]:.3f}" if m != "latency_p50_s" else f"{scores[m]:.2f} s" for m in METRICS) + " |"
         print(row, flush=True)
         lines.append(row)
-    out = Path(__file__).with_name("ablation.md")
+    out = result_path("ablation.md")
     out.write_text(f"Golden set: {path} ({len(items)} items). Produced by benchmarks/ablation.py.\n\n" + "\n".join(lines) + "\n")
     print(f"wrote {out}")
 

@@ -1,8 +1,9 @@
 """Refusal calibration: answerability signals for every golden item, without the LLM.
 
 Prints, per signal threshold pair, how many unanswerable items would be refused and how many
-answerable ones would be wrongly refused, so the thresholds in rag/refusal.py are chosen from
-data. Usage: python benchmarks/calibrate.py [tests/golden/golden.jsonl]
+answerable ones would be wrongly refused, so the gate's thresholds (Settings.min_dense,
+min_coverage, ...; rag/answering.py) are chosen from data.
+Usage: python -m benchmarks.calibrate [tests/golden/golden.jsonl]
 """
 
 from __future__ import annotations
@@ -11,9 +12,10 @@ import itertools
 import sys
 from pathlib import Path
 
+from rag.answering import AnswerPolicy, signals
 from rag.evaluation import load_golden
 from rag.pipeline import Pipeline
-from rag.refusal import Signals, signals, unanswerable
+from rag.types import Signals
 
 
 def main(path: str = "tests/golden/golden.jsonl") -> None:
@@ -31,8 +33,9 @@ def main(path: str = "tests/golden/golden.jsonl") -> None:
     n_un = sum(k.startswith("un:") for _, k, _, _ in rows)
     n_an = len(rows) - n_un
     for d, c in itertools.product([0.2, 0.25, 0.3, 0.35, 0.4], [0.3, 0.4, 0.45, 0.5, 0.6, 0.7]):
-        un = sum(bool(unanswerable(sig, d, c)) for _, k, sig, _ in rows if k.startswith("un:"))
-        an = sum(bool(unanswerable(sig, d, c)) for _, k, sig, _ in rows if not k.startswith("un:"))
+        gate = AnswerPolicy(s.model_copy(update={"min_dense": d, "min_coverage": c})).gate
+        un = sum(bool(gate(sig)) for _, k, sig, _ in rows if k.startswith("un:"))
+        an = sum(bool(gate(sig)) for _, k, sig, _ in rows if not k.startswith("un:"))
         print(f"{d:9.2f} {c:12.2f} | {un:3d}/{n_un} | {an:3d}/{n_an}")
 
 

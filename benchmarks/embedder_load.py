@@ -1,17 +1,12 @@
 """Embedder cold load: sentence-transformers (shipped) vs transformers alone (light_embedder.py).
 
-    python benchmarks/embedder_load.py            # same vectors? + one timed fresh-process run each
-    python benchmarks/embedder_load.py --child st|light   # one cold load + first encode, prints JSON
+    python -m benchmarks.embedder_load            # same vectors? + one timed fresh-process run each
+    python -m benchmarks.embedder_load --child st|light   # one cold load + first encode, prints JSON
 
 Whole-process A/B timings of the two `--child` commands are in RESULTS.md.
 """
 
 from __future__ import annotations
-
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's rag, not another install
 
 import json
 import subprocess
@@ -19,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def child(kind: str) -> None:
@@ -34,8 +29,7 @@ def child(kind: str) -> None:
         t_imp = time.perf_counter()
         model = SentenceTransformer(str(path), device="cpu", local_files_only=True)
     else:
-        sys.path.insert(0, str(HERE))
-        from light_embedder import MiniLM
+        from benchmarks.light_embedder import MiniLM
 
         t_imp = time.perf_counter()
         model = MiniLM(path)
@@ -52,8 +46,7 @@ def child(kind: str) -> None:
 def compare() -> None:
     from sentence_transformers import SentenceTransformer
 
-    sys.path.insert(0, str(HERE))
-    from light_embedder import MiniLM
+    from benchmarks.light_embedder import MiniLM
     from rag.config import Settings
     from rag.corpus import load_corpus
 
@@ -65,7 +58,7 @@ def compare() -> None:
     cos = (a * b).sum(1)
     print(f"{len(texts)} texts (paragraphs, empty, emoji, over-long): min cosine {cos.min():.6f}, max abs diff {abs(a - b).max():.2e}")
     for kind in ("st", "light"):
-        out = subprocess.run([sys.executable, __file__, "--child", kind], capture_output=True, text=True, check=True)
+        out = subprocess.run([sys.executable, "-m", "benchmarks.embedder_load", "--child", kind], cwd=ROOT, capture_output=True, text=True, check=True)
         print(out.stdout.strip())
 
 

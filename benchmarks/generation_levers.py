@@ -4,15 +4,10 @@ For each variant: time to first token (prefill + 1 step), time to the end of the
 decode tok/s, and whether the answer text equals the reference variant's (greedy decoding
 should give the same text; a different dtype may not).
 
-    python benchmarks/generation_levers.py [--dtypes bfloat16 float32] [--threads 2 1]
+    python -m benchmarks.generation_levers [--dtypes bfloat16 float32] [--threads 2 1]
 """
 
 from __future__ import annotations
-
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's rag, not another install
 
 import argparse
 import json
@@ -24,7 +19,7 @@ import torch
 
 from rag.bench import QUESTIONS
 from rag.config import Settings
-from rag.generation import Generation, TransformersGenerator
+from rag.llm.transformers import TransformersGenerator
 from rag.pipeline import Pipeline
 from rag.prompt import build_messages
 
@@ -43,7 +38,7 @@ def via_generate(gen: TransformersGenerator, messages, max_new: int, **extra):
     """The shipped code before this branch: model.generate + stop_strings + a streamer thread."""
     from transformers import TextIteratorStreamer
 
-    tok, model = gen._tokenizer, gen._model
+    tok, model = gen.tokenizer, gen.model
     inputs = tok.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", return_dict=True)
     streamer = TextIteratorStreamer(tok, skip_prompt=True, skip_special_tokens=True)
     res = {}
@@ -66,15 +61,11 @@ def via_generate(gen: TransformersGenerator, messages, max_new: int, **extra):
     return text, res["n"], first, time.perf_counter() - t0
 
 
-def via_stream(gen: TransformersGenerator, messages, max_new: int):
+def via_loop(gen: TransformersGenerator, messages, max_new: int):
     t0 = time.perf_counter()
-    first = 0.0
-    for item in gen.stream(messages, max_new):
-        if isinstance(item, Generation):
-            return item.text, item.new_tokens, first, time.perf_counter() - t0
-        if not first:
-            first = time.perf_counter() - t0
-    raise RuntimeError("no Generation")
+    first: list[float] = []
+    out = gen.generate(messages, max_new, on_token=lambda _: first or first.append(time.perf_counter() - t0))
+    return out.text, out.new_tokens, first[0] if first else 0.0, time.perf_counter() - t0
 
 
 def run_variant(name, fn, all_messages, max_new, reference=None):
@@ -114,15 +105,17 @@ def main() -> None:
     reference = None
     results = []
     for dtype in args.dtypes:
-        gen = TransformersGenerator(base.model_copy(update={"dtype": dtype}))
+        model = base.model.model_copy(update={"dtype": dtype})
+        gen = TransformersGenerator(model)
+        gen_prefix = TransformersGenerator(model, prefix_cache=True)
         gen.warm_up()
         for threads in args.threads:
             torch.set_num_threads(threads)
             tag = f"{dtype}, {threads} thr"
             variants = [
                 (f"generate() + stop_strings [{tag}]", lambda m, n: via_generate(gen, m, n)),
-                (f"loop, no prefix cache [{tag}]", lambda m, n: (setattr(gen, "prefix_cache", False), via_stream(gen, m, n))[1]),
-                (f"loop + prefix KV cache [{tag}]", lambda m, n: (setattr(gen, "prefix_cache", True), via_stream(gen, m, n))[1]),
+                (f"loop, no prefix cache [{tag}]", lambda m, n: via_loop(gen, m, n)),
+                (f"loop + prefix KV cache [{tag}]", lambda m, n: via_loop(gen_prefix, m, n)),
             ]
             if dtype == args.dtypes[0] and threads == args.threads[0]:
                 variants.insert(1, (f"generate() + static cache [{tag}]", lambda m, n: via_generate(gen, m, n, cache_implementation="static")))
@@ -135,7 +128,7 @@ def main() -> None:
                 if args.show_texts:
                     for q, t in zip(QUESTIONS, texts):  # zip stops at -n
                         print(f"    {q} -> {t}")
-        del gen
+        del gen, gen_prefix
     print("\n| variant | first token p50 | answer p50 | answer max | new tok | decode tok/s | same text |")
     print("|---|---|---|---|---|---|---|")
     for r in results:

@@ -1,6 +1,6 @@
 """RSS of one process answering 200 questions in a row: does memory stay flat?
 
-    python benchmarks/memory.py [--n 200] [--json]
+    python -m benchmarks.memory [--n 200] [--json]
 
 Runs the real pipeline over a private copy of corpus/ (index in a tmp dir), cycling through the
 golden questions (answerable and unanswerable, so every path runs). RSS is read with psutil after

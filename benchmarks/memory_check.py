@@ -1,6 +1,6 @@
 """Resident memory with both models loaded, and whether a first-start conversion stays resident.
 
-    python benchmarks/memory_check.py
+    python -m benchmarks.memory_check
 
 Runs two fresh processes: (1) the usual start from the converted cache, (2) a first start
 that converts the GGUF into an empty temporary cache. Each warms the whole pipeline up and
@@ -29,7 +29,7 @@ p.answer("How much money is Meta offering AI researchers?")
 import gc; gc.collect()
 gen = p.generator
 seen = {}
-for t in (gen._model.state_dict().values() if hasattr(gen, "_model") else []):
+for t in (gen.model.state_dict().values() if hasattr(gen, "model") else []):
     seen[t.data_ptr()] = t.numel() * t.element_size()  # tied embeddings are one tensor
 params = sum(seen.values())
 print(json.dumps({"rss_mb": round(psutil.Process().memory_info().rss / 2**20), "peak_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),

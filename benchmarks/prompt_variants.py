@@ -1,7 +1,7 @@
 """Compare system prompts on the golden set's answerable items: how often the generated
 answer passes the checks, and how often an accepted answer is right.
 
-Usage: python benchmarks/prompt_variants.py [tests/golden/golden.jsonl]
+Usage: python -m benchmarks.prompt_variants [tests/golden/golden.jsonl]
 """
 
 from __future__ import annotations
@@ -10,10 +10,9 @@ import sys
 from pathlib import Path
 
 from rag import prompt
-from rag.citations import check_answer, strip_markers
+from rag.citations import strip_markers
 from rag.evaluation import answer_correct, load_golden
-from rag.generation import Generation
-from rag.pipeline import Pipeline, choose_sentences
+from rag.pipeline import Pipeline
 
 VARIANTS = {
     "current": prompt.SYSTEM,
@@ -30,15 +29,14 @@ def main(path: str = "tests/golden/golden.jsonl") -> None:
     p = Pipeline()
     s = p.settings
     for name, system in VARIANTS.items():
-        prompt.SYSTEM = system
         accepted = right = tokens = 0
         for item in items:
             hits = p.retriever.candidates(item.question, s.top_k)
-            chosen = choose_sentences(item.question, p.retriever.evidence(item.question, hits, s.evidence_k))
-            gen = [x for x in p.generator.stream(prompt.build_messages(item.question, chosen), s.max_new_tokens) if isinstance(x, Generation)][0]
+            chosen = p.policy.choose(item.question, p.retriever.evidence(item.question, hits, s.evidence_k))
+            gen = p.generator.generate(prompt.build_messages(item.question, chosen, system=system), s.max_new_tokens)
             text = gen.text.strip().split("\n")[0]
             tokens += gen.new_tokens
-            v = check_answer(text if "[" in text else text + " [1]", [c.sentence.text for c in chosen], item.question)
+            v = p.policy.check(text if "[" in text else text + " [1]", [c.sentence.text for c in chosen], item.question)
             if v.ok:
                 accepted += 1
                 right += answer_correct(strip_markers(text), item.answers)

@@ -15,7 +15,6 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 from pydantic import BaseModel, Field
@@ -155,72 +154,64 @@ def machine() -> dict[str, str]:
 
 
 class _Recording:
-    """Wraps the pipeline's generator to keep each Generation (token counts, timings)."""
+    """A Generator that passes every call to `inner` and keeps the last Generation (token counts, timings)."""
 
     def __init__(self, inner) -> None:
         self.inner = inner
         self.last = None
 
-    def count_tokens(self, messages):
-        return self.inner.count_tokens(messages)
-
     def warm_up(self) -> None:
         self.inner.warm_up()
 
-    def stream(self, messages, max_new_tokens) -> Iterator:
-        from .generation import Generation
+    def count_tokens(self, messages):
+        return self.inner.count_tokens(messages)
 
-        self.last = None
-        for item in self.inner.stream(messages, max_new_tokens):
-            if isinstance(item, Generation):
-                self.last = item
-            yield item
+    def generate(self, messages, max_new_tokens, stop=("\n",), on_token=None):
+        self.last = self.inner.generate(messages, max_new_tokens, stop=stop, on_token=on_token)
+        return self.last
 
 
 # -- measuring -----------------------------------------------------------------------------
 def measure_warm(pipeline, questions: list[str] = QUESTIONS) -> Warm:
     """Ask each question once on a loaded pipeline and time it from the caller's side."""
-    from .types import Answer
+    from .pipeline import Pipeline
 
     recorder = _Recording(pipeline.generator)
-    pipeline._generator = recorder  # the same loaded model, observed
-    try:
-        pipeline.warm_up()
-        embed_ms = []
-        for q in questions:  # the uncached embedding cost alone (encode() bypasses the cache)
-            t = time.perf_counter()
-            pipeline.embedder.encode([q])
-            embed_ms.append((time.perf_counter() - t) * 1000)
-        runs = []
-        for q in questions:
-            started = time.perf_counter()
-            first = 0.0
-            answer = None
-            for item in pipeline.stream(q):
-                if isinstance(item, Answer):
-                    answer = item
-                elif not first:
-                    first = time.perf_counter() - started
-            total = time.perf_counter() - started
-            assert answer is not None
-            gen = recorder.last
-            new = gen.new_tokens if gen else 0
-            decode = (new - 1) / (gen.total_s - gen.first_token_s) if gen and new > 1 and gen.total_s > gen.first_token_s else 0.0
-            runs.append(
-                QuestionRun(
-                    question=q,
-                    route=answer.route,
-                    retrieve_ms=round(answer.timings.get("retrieve", 0.0) * 1000, 2),
-                    first_token_s=round(first, 4),
-                    total_s=round(total, 4),
-                    prompt_tokens=gen.prompt_tokens if gen else 0,
-                    new_tokens=new,
-                    decode_tok_s=round(decode, 1),
-                )
+    # the same loaded parts, with the model observed
+    observed = Pipeline(pipeline.settings, retriever=pipeline.retriever, generator=recorder)
+    observed.warm_up()
+    embed_ms = []
+    for q in questions:  # the uncached embedding cost alone (encode() bypasses the cache)
+        t = time.perf_counter()
+        observed.embedder.encode([q])
+        embed_ms.append((time.perf_counter() - t) * 1000)
+    runs = []
+    for q in questions:
+        recorder.last = None
+        started = time.perf_counter()
+        first: list[float] = []
+
+        def on_token(piece: str) -> None:
+            if not first:
+                first.append(time.perf_counter() - started)
+
+        answer = observed.answer(q, on_token=on_token)
+        total = time.perf_counter() - started
+        gen = recorder.last
+        new = gen.new_tokens if gen else 0
+        decode = (new - 1) / (gen.total_s - gen.first_token_s) if gen and new > 1 and gen.total_s > gen.first_token_s else 0.0
+        runs.append(
+            QuestionRun(
+                question=q,
+                route=answer.route,
+                retrieve_ms=round(answer.timings.get("retrieve", 0.0) * 1000, 2),
+                first_token_s=round(first[0] if first else 0.0, 4),
+                total_s=round(total, 4),
+                prompt_tokens=gen.prompt_tokens if gen else 0,
+                new_tokens=new,
+                decode_tok_s=round(decode, 1),
             )
-            recorder.last = None
-    finally:
-        pipeline._generator = recorder.inner
+        )
     gens = [r for r in runs if r.prompt_tokens]
     firsts = [r.first_token_s for r in runs if r.first_token_s]
     decode_tokens = sum(max(r.new_tokens - 1, 0) for r in gens)
@@ -255,9 +246,9 @@ from rag.config import Settings
 marks["import"] = time.perf_counter()
 settings = Settings.model_validate_json(sys.argv[1])
 p = Pipeline(settings)
-p.embedder.model
+p.embedder.warm_up()
 marks["embedder"] = time.perf_counter()
-p.retriever._bm25()
+p.retriever.warm_up()
 marks["index"] = time.perf_counter()
 if settings.use_llm:
     p.generator.warm_up()
@@ -307,7 +298,7 @@ def run(settings: Settings | None = None, questions: list[str] = QUESTIONS, cold
     cold_start = measure_cold(settings, questions[0]) if cold else None
     pipeline = pipeline or Pipeline(settings)
     warm = measure_warm(pipeline, questions)
-    shown = ("backend", "dtype", "threads", "top_k", "evidence_k", "max_new_tokens", "hybrid", "use_llm")
+    shown = ("llm_backend", "llm_dtype", "llm_threads", "top_k", "evidence_k", "max_new_tokens", "hybrid", "use_llm")
     return Report(
         machine=machine(),
         settings={k: str(getattr(pipeline.settings, k)) for k in shown},
@@ -353,7 +344,7 @@ def table(report: Report) -> str:
     m = report.machine
     lines.append("")
     lines.append(
-        f"backend {s['backend']} ({s['dtype'] if s['backend'] == 'transformers' else 'GGUF Q4_1'}), {s['threads']} threads; "
+        f"backend {s['llm_backend']} ({s['llm_dtype'] if s['llm_backend'] == 'transformers' else 'GGUF'}), {s['llm_threads']} threads; "
         f"{m['cpu']}, {m['cores']} cores, {m['memory']}; "
         f"torch {m['torch']}; load average {m['load_avg_1m']} at the end"
     )

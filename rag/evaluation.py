@@ -19,8 +19,9 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from .citations import check_grounding
-from .text import normalize
+from .answering import AnswerPolicy
+from .config import Settings
+from .text import matches, normalize
 
 # -- golden data -------------------------------------------------------------------------
 
@@ -56,71 +57,6 @@ def load_golden(path: Path) -> list[GoldenItem]:
 
 
 # -- answer matching ---------------------------------------------------------------------
-
-_MAGNITUDE = {"thousand": 1e3, "k": 1e3, "million": 1e6, "m": 1e6, "mn": 1e6, "billion": 1e9, "bn": 1e9, "b": 1e9, "trillion": 1e12}
-_QUANTITY = re.compile(r"(\d[\d,]*(?:\.\d+)?)\s*(thousand|million|billion|trillion|mn|bn|[kmb]\b)?")
-_WORD_NUMBERS = {
-    "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8, "nine": 9,
-    "ten": 10, "eleven": 11, "twelve": 12, "thirteen": 13, "fourteen": 14, "fifteen": 15, "fifty": 50, "hundred": 100,
-}
-
-
-def _canon(text: str) -> str:
-    """Lower-case, unify quotes, dashes and percent signs, drop other punctuation.
-
-    >>> _canon("Meta’s 64 percent, open-source!")
-    "meta's 64 % open source"
-    """
-    t = normalize(text)
-    t = re.sub(r"\bper ?cent\b", "%", t)
-    t = re.sub(r"(\d)\s*%", r"\1 %", t)
-    t = re.sub(r"[‐-―\-/]", " ", t)
-    t = re.sub(r"[^\w%$.,' ]", " ", t)
-    t = re.sub(r"(?<!\d)[.,]|[.,](?!\d)", " ", t)
-    return " ".join(t.split())
-
-
-def quantities(text: str) -> set[float]:
-    """Numeric values mentioned, with magnitudes applied.
-
-    >>> sorted(quantities("$10,000,000 or 10 million or 14.3 billion"))
-    [10000000.0, 14300000000.0]
-    """
-    t = normalize(text)
-    values = set()
-    for m in _QUANTITY.finditer(t):
-        value = float(m.group(1).replace(",", ""))
-        if m.group(2):
-            value *= _MAGNITUDE[m.group(2)]
-        values.add(round(value, 6))
-    for word, value in _WORD_NUMBERS.items():
-        if re.search(rf"\b{word}\b", t):
-            values.add(float(value))
-    return values
-
-
-def matches(answer: str, alternative: str) -> bool:
-    """An accepted answer string is in the answer: numbers compare by value (with units and
-    magnitudes), words by normalised whole-word match.
-
-    >>> matches("Cohere retained 64% [1].", "64 percent")
-    True
-    >>> matches("They offered $10,000,000 a year.", "$10 million")
-    True
-    >>> matches("It was 640 people.", "64")
-    False
-    """
-    alt_q = quantities(alternative)
-    if alt_q and re.search(r"\d", alternative):
-        return alt_q <= quantities(answer)
-    return _contains(_canon(answer), _canon(alternative))
-
-
-def _contains(haystack: str, needle: str) -> bool:
-    if not needle:
-        return False
-    return re.search(rf"(?<!\w){re.escape(needle)}(?!\w)", haystack) is not None
-
 
 def answer_correct(answer: str, groups: list[list[str]]) -> bool:
     return bool(groups) and all(any(matches(answer, alt) for alt in group) for group in groups)
@@ -160,8 +96,11 @@ class Report(BaseModel):
     rows: list[Row] = Field(default_factory=list)
 
 
-def score_row(item: GoldenItem, answer: Any, ranked_docs: list[str], seconds: float) -> Row:
-    """Score one answer (a rag.types.Answer) against its golden item."""
+def score_row(item: GoldenItem, answer: Any, ranked_docs: list[str], seconds: float, policy: AnswerPolicy | None = None) -> Row:
+    """Score one answer (a rag.types.Answer) against its golden item.
+
+    Groundedness is judged by `policy` (the pipeline's; default settings when None).
+    """
     gold = set(item.doc_ids)
     rank = next((r for r, d in enumerate(ranked_docs, start=1) if d in gold), None)
     cited = answer.citations
@@ -175,7 +114,7 @@ def score_row(item: GoldenItem, answer: Any, ranked_docs: list[str], seconds: fl
         refused=answer.refused,
         retrieval_rank=rank if item.answerable else None,
         cited=[{"n": c.n, "doc_id": c.doc_id, "text": c.text} for c in cited],
-        signals=getattr(answer, "signals", {}) or {},
+        signals=answer.signals.model_dump() if answer.signals else {},
         seconds=round(seconds, 4),
     )
     if item.answerable:
@@ -183,7 +122,8 @@ def score_row(item: GoldenItem, answer: Any, ranked_docs: list[str], seconds: fl
         if not answer.refused:
             row.citation_hit = any(c.doc_id in gold for c in cited)
             row.citation_precision = sum(c.doc_id in gold for c in cited) / len(cited) if cited else 0.0
-            row.grounded = check_grounding(answer.text, [c.text for c in cited], item.question).ok if cited else False
+            policy = policy or AnswerPolicy(Settings())
+            row.grounded = policy.grounding(answer.text, [c.text for c in cited], item.question).ok if cited else False
     else:
         row.correct = answer.refused
     return row
@@ -255,10 +195,10 @@ def evaluate(items: list[GoldenItem], pipeline: Any, progress: bool = True) -> R
             seconds = time.perf_counter() - started
             hits = pipeline.retriever.search(answer.searched or item.question, 10)
             ranked_docs = list(dict.fromkeys(h.chunk.doc_id for h in hits))
-            rows.append(score_row(item, answer, ranked_docs, seconds))
+            rows.append(score_row(item, answer, ranked_docs, seconds, pipeline.policy))
         except Exception as err:  # noqa: BLE001 - an error is a result here
             empty = Answer(question=item.question, text="", refused=False, route="extractive")
-            row = score_row(item, empty, [], time.perf_counter() - started)
+            row = score_row(item, empty, [], time.perf_counter() - started, pipeline.policy)
             row.correct = False
             row.error = f"{err.__class__.__name__}: {err}"
             rows.append(row)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from .text import STOPWORDS
+from .lexicon import LEAD_WORDS, PERSONAL_PRONOUNS, REQUEST_VERBS, STOPWORDS, THING_WORDS, WH_WORDS
 
 # "and what about Google?", "How about xAI?", "And for OpenAI?", "what of Musk?"
 _ELLIPSIS = re.compile(
@@ -14,16 +14,9 @@ _ELLIPSIS = re.compile(
     re.IGNORECASE,
 )
 _LEAD = re.compile(r"^\s*(?:and|but|also|so|ok(?:ay)?|then)\b[\s,]*", re.IGNORECASE)
-_PERSONAL = {
-    "he": "{}", "she": "{}", "him": "{}", "her": "{}", "they": "{}", "them": "{}",
-    "his": "{}'s", "hers": "{}'s", "their": "{}'s", "theirs": "{}'s",
-}
-_THING = {"it", "its", "that", "this", "those", "these", "there", "then"}
-_WH = {"what", "which", "who", "whom", "whose", "when", "where", "why", "how", "did", "does", "do",
-       "is", "are", "was", "were", "has", "have", "had", "can", "could", "will", "would", "should", "and", "but"}
+# Capitalised only because they start the question: not names.
+_NOT_NAMES = WH_WORDS | STOPWORDS | REQUEST_VERBS
 # A capitalised span that is not the sentence's first word: "Elon Musk", "Meta", "OpenAI", "xAI".
-# Capitalised only because they start the question.
-_NOT_NAMES = _WH | STOPWORDS | {"tell", "list", "name", "give", "explain", "describe", "summarize", "summarise", "compare", "please"}
 _ENTITY = re.compile(r"(?<![\w’'])(?:[A-Z][\w.&-]*|[a-z]+[A-Z][\w-]*)(?:\s+(?:[A-Z][\w.&-]*|[a-z]+[A-Z][\w-]*))*")
 _WORD = re.compile(r"[\w’']+")
 SHORT_WORDS = 6
@@ -64,9 +57,9 @@ def is_followup(question: str) -> bool:
     words = [w.lower() for w in _WORD.findall(question)]
     if not words or entities(question):
         return False
-    if any(w in _PERSONAL for w in words):
+    if any(w in PERSONAL_PRONOUNS for w in words):
         return True
-    return len(words) <= SHORT_WORDS and (any(w in _THING for w in words) or words[0] in {"and", "but", "also"} or len(words) <= 2)
+    return len(words) <= SHORT_WORDS and (any(w in THING_WORDS for w in words) or words[0] in LEAD_WORDS or len(words) <= 2)
 
 
 def rewrite(question: str, previous: Sequence[str]) -> str:
@@ -107,20 +100,20 @@ def rewrite(question: str, previous: Sequence[str]) -> str:
     rest = _LEAD.sub("", question).strip()
     rest = rest[:1].upper() + rest[1:]
     words = [w.lower() for w in _WORD.findall(rest)]
-    if frame_entities and any(w in _PERSONAL for w in words):
+    if frame_entities and any(w in PERSONAL_PRONOUNS for w in words):
         name = frame_entities[0]
 
         def sub(match: re.Match[str]) -> str:
-            return _PERSONAL[match.group(0).lower()].format(name)
+            return PERSONAL_PRONOUNS[match.group(0).lower()].format(name)
 
-        pattern = r"\b(?:" + "|".join(sorted(_PERSONAL, key=len, reverse=True)) + r")\b"
+        pattern = r"\b(?:" + "|".join(sorted(PERSONAL_PRONOUNS, key=len, reverse=True)) + r")\b"
         return re.sub(pattern, sub, rest, count=1, flags=re.IGNORECASE)
     ending = "" if frame.endswith(("?", ".", "!")) else "?"
     return f"{frame}{ending} {rest}".strip()
 
 
 def _is_bare_wh(text: str) -> bool:
-    return all(w.lower() in _WH for w in _WORD.findall(text))
+    return all(w.lower() in WH_WORDS for w in _WORD.findall(text))
 
 
 def _replace_first(text: str, old: str, new: str) -> str:

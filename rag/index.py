@@ -1,9 +1,10 @@
-"""Build, save and load the on-disk index: FAISS vectors + chunk/sentence tables + manifest.
+"""The index: document/chunk/sentence tables + a manifest + two vector stores; build, save, load, atomically.
 
 Layout under index/:
     current -> build-<time>-<pid>/    (a symlink, flipped atomically after a complete build)
-    build-.../manifest.json          format version, models, chunk settings, corpus hashes
-    build-.../chunks.faiss, sentences.faiss, table.json
+    build-.../manifest.json          format version, store kind, embedding model, chunk settings, corpus hashes
+    build-.../table.json             documents (their text: the only source of offsets), chunks, sentences
+    build-.../chunks/, sentences/    the two vector stores, each saved by its store (rag/store/)
     .lock                            held by the one process building
 
 A build writes into a fresh folder and only then flips `current`, so a build that is killed
@@ -26,33 +27,35 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import faiss
 import numpy as np
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, Field, ValidationError
 
 from .chunking import chunk_document
 from .config import Settings
 from .corpus import Corpus
-from .embedding import Embedder
+from .embedding import EmbeddingModel, Encoder
+from .store import StoreError, VectorStore, new_store, open_store
 from .types import Chunk, Document, Sentence
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # v2: vector stores in folders, store kind and embedding identity, chunk -> sentences map
 CURRENT = "current"
 LOCK = ".lock"
+STORES = ("chunks", "sentences")
 
 
 class Manifest(BaseModel):
     format_version: int
-    embedding_model: str
+    store: str = Field(description="the vector store kind (rag.store.STORES) that holds the vectors")
+    embedding: EmbeddingModel
     dim: int
     chunk_size: int
     chunk_overlap: int
     corpus: dict[str, str]  # file name -> sha256 of its bytes
     n_chunks: int
     n_sentences: int
-    files: dict[str, str]  # artefact name -> sha256, to catch a truncated or swapped file
+    files: dict[str, str]  # artefact path in the build -> sha256, to catch a truncated or swapped file
     built_at: float
 
 
@@ -60,6 +63,7 @@ class Table(BaseModel):
     documents: list[Document]
     chunks: list[Chunk]
     sentences: list[Sentence]
+    chunk_sentences: list[list[int]] = Field(description="chunk id -> ids of the sentences it overlaps, in order")
 
 
 class StaleIndex(Exception):
@@ -67,39 +71,48 @@ class StaleIndex(Exception):
 
 
 class Index:
-    """Vectors for chunks and sentences, and the tables that map rows back to source text."""
+    """The tables that map vectors back to source text, and the stores holding the vectors.
 
-    def __init__(
-        self, manifest: Manifest, table: Table, chunk_vectors: faiss.Index, sentence_vectors: faiss.Index
-    ) -> None:
+    Row ids in the stores are chunk and sentence ids. Document texts live here (in the table),
+    so every offset, citation and the viewer read them from one place.
+    """
+
+    def __init__(self, manifest: Manifest, table: Table, chunk_store: VectorStore, sentence_store: VectorStore) -> None:
         self.manifest = manifest
         self.documents = {d.doc_id: d for d in table.documents}
         self.chunks = table.chunks
         self.sentences = table.sentences
-        self.chunk_vectors = chunk_vectors
-        self.sentence_vectors = sentence_vectors
+        self.chunk_sentences = table.chunk_sentences
+        self.chunk_store = chunk_store
+        self.sentence_store = sentence_store
 
     # -- building -------------------------------------------------------------------------
     @classmethod
-    def build(cls, corpus: Corpus, embedder: Embedder, settings: Settings, progress: bool = False) -> "Index":
-        """Chunk every document and embed chunks and sentences."""
+    def build(cls, corpus: Corpus, embedder: Encoder, settings: Settings, progress: bool = False) -> "Index":
+        """Chunk every document and embed chunks and sentences into new stores of `settings.store`."""
         chunks: list[Chunk] = []
         sentences: list[Sentence] = []
+        chunk_sentences: list[list[int]] = []
         for doc in corpus.documents:
             doc_chunks, doc_sentences = chunk_document(
                 doc.doc_id, doc.text, settings.chunk_size, settings.chunk_overlap, embedder.count_tokens, len(chunks)
             )
+            doc_sentences = [s.model_copy(update={"sentence_id": len(sentences) + n}) for n, s in enumerate(doc_sentences)]
+            chunk_sentences += [[s.sentence_id for s in doc_sentences if s.start < c.end and s.end > c.start] for c in doc_chunks]
             chunks.extend(doc_chunks)
-            for s in doc_sentences:
-                sentences.append(s.model_copy(update={"sentence_id": len(sentences)}))
+            sentences.extend(doc_sentences)
         texts = [c.text for c in chunks] + [s.text for s in sentences]
         vectors = _embed(embedder, texts, progress)
-        chunk_vectors = _flat_ip(vectors[: len(chunks)])
-        sentence_vectors = _flat_ip(vectors[len(chunks) :])
+        dim = int(vectors.shape[1])
+        chunk_store = new_store(settings.store, dim)
+        chunk_store.add(np.arange(len(chunks), dtype=np.int64), vectors[: len(chunks)])
+        sentence_store = new_store(settings.store, dim)
+        sentence_store.add(np.arange(len(sentences), dtype=np.int64), vectors[len(chunks) :])
         manifest = Manifest(
             format_version=FORMAT_VERSION,
-            embedding_model=embedder.name,
-            dim=int(vectors.shape[1]),
+            store=settings.store,
+            embedding=embedder.identity(),
+            dim=dim,
             chunk_size=settings.chunk_size,
             chunk_overlap=settings.chunk_overlap,
             corpus={Path(d.path).name: d.sha256 for d in corpus.documents},
@@ -108,7 +121,8 @@ class Index:
             files={},
             built_at=time.time(),
         )
-        return cls(manifest, Table(documents=corpus.documents, chunks=chunks, sentences=sentences), chunk_vectors, sentence_vectors)
+        table = Table(documents=corpus.documents, chunks=chunks, sentences=sentences, chunk_sentences=chunk_sentences)
+        return cls(manifest, table, chunk_store, sentence_store)
 
     # -- saving / loading -----------------------------------------------------------------
     def save(self, index_dir: Path) -> Path:
@@ -118,11 +132,13 @@ class Index:
 
     def _save_locked(self, index_dir: Path, build: Path) -> Path:
         """Fill `build`, flip `current` to it, remove older builds. The caller holds the lock."""
-        faiss.write_index(self.chunk_vectors, str(build / "chunks.faiss"))
-        faiss.write_index(self.sentence_vectors, str(build / "sentences.faiss"))
-        table = Table(documents=list(self.documents.values()), chunks=self.chunks, sentences=self.sentences)
+        self.chunk_store.save(build / "chunks")
+        self.sentence_store.save(build / "sentences")
+        table = Table(
+            documents=list(self.documents.values()), chunks=self.chunks, sentences=self.sentences, chunk_sentences=self.chunk_sentences
+        )
         (build / "table.json").write_text(table.model_dump_json(), encoding="utf-8")
-        files = {name: _sha256(build / name) for name in ("chunks.faiss", "sentences.faiss", "table.json")}
+        files = {p.relative_to(build).as_posix(): _sha256(p) for p in sorted(build.rglob("*")) if p.is_file()}
         self.manifest = self.manifest.model_copy(update={"files": files})
         (build / "manifest.json").write_text(self.manifest.model_dump_json(indent=2), encoding="utf-8")
         _fsync_dir(build)
@@ -148,35 +164,43 @@ class Index:
         if not (build / "manifest.json").exists():
             raise StaleIndex(f"no index at {index_dir / CURRENT}")
         try:
-            manifest = Manifest.model_validate_json((build / "manifest.json").read_text(encoding="utf-8"))
-        except (ValidationError, ValueError, OSError) as err:
+            raw = json.loads((build / "manifest.json").read_text(encoding="utf-8"))
+        except (ValueError, OSError) as err:
             raise StaleIndex(f"unreadable manifest ({err.__class__.__name__})") from err
-        if manifest.format_version != FORMAT_VERSION:
-            raise StaleIndex(f"index format v{manifest.format_version}, this code reads v{FORMAT_VERSION}")
+        version = raw.get("format_version") if isinstance(raw, dict) else None
+        if version != FORMAT_VERSION:
+            raise StaleIndex(f"index format v{version}, this code reads v{FORMAT_VERSION}")
+        try:
+            manifest = Manifest.model_validate(raw)
+        except ValidationError as err:
+            raise StaleIndex(f"unreadable manifest ({err.__class__.__name__})") from err
         try:
             for name, digest in manifest.files.items():
                 path = build / name
                 if not path.exists() or _sha256(path) != digest:
                     raise StaleIndex(f"{name} is missing, truncated or changed since the build")
             table = Table.model_validate_json((build / "table.json").read_text(encoding="utf-8"))
-            chunk_vectors = faiss.read_index(str(build / "chunks.faiss"))
-            sentence_vectors = faiss.read_index(str(build / "sentences.faiss"))
-        except (ValidationError, ValueError, RuntimeError, OSError) as err:
+            chunk_store = open_store(manifest.store, build / "chunks", manifest.dim)
+            sentence_store = open_store(manifest.store, build / "sentences", manifest.dim)
+        except (ValidationError, ValueError, StoreError, OSError) as err:
             raise StaleIndex(f"corrupt index files ({err.__class__.__name__}: {err})") from err
-        if chunk_vectors.ntotal != len(table.chunks) or sentence_vectors.ntotal != len(table.sentences):
+        if chunk_store.count() != len(table.chunks) or sentence_store.count() != len(table.sentences):
             raise StaleIndex("the chunk table disagrees with the vectors")
         if (manifest.n_chunks, manifest.n_sentences) != (len(table.chunks), len(table.sentences)):
             raise StaleIndex("the chunk table disagrees with the manifest")
+        if len(table.chunk_sentences) != len(table.chunks):
+            raise StaleIndex("the chunk -> sentences map disagrees with the chunk table")
         _check_spans(table)
-        if chunk_vectors.d != manifest.dim or sentence_vectors.d != manifest.dim:
-            raise StaleIndex("vector size differs from the manifest")
-        return cls(manifest, table, chunk_vectors, sentence_vectors)
+        return cls(manifest, table, chunk_store, sentence_store)
 
-    def check_fresh(self, corpus: Corpus, embedder: Embedder, settings: Settings) -> None:
-        """Raises StaleIndex when the corpus, the embedding model or the chunk settings changed."""
+    def check_fresh(self, corpus: Corpus, embedder: Encoder, settings: Settings) -> None:
+        """Raises StaleIndex when the corpus, the embedding model, the store or the chunk settings changed."""
         m = self.manifest
-        if m.embedding_model != embedder.name:
-            raise StaleIndex(f"built with {m.embedding_model}, settings use {embedder.name}")
+        model = embedder.identity()
+        if m.embedding != model:
+            raise StaleIndex(f"built with {m.embedding}, settings use {model}")
+        if m.store != settings.store:
+            raise StaleIndex(f"built into a {m.store} store, settings use {settings.store}")
         if (m.chunk_size, m.chunk_overlap) != (settings.chunk_size, settings.chunk_overlap):
             raise StaleIndex(
                 f"chunk settings changed ({m.chunk_size}/{m.chunk_overlap} -> {settings.chunk_size}/{settings.chunk_overlap})"
@@ -188,7 +212,7 @@ class Index:
             raise StaleIndex(f"corpus changed: {', '.join(names)}")
 
 
-def ensure_index(corpus: Corpus, embedder: Embedder, settings: Settings, rebuild: bool = False, progress: bool = False) -> Index:
+def ensure_index(corpus: Corpus, embedder: Encoder, settings: Settings, rebuild: bool = False, progress: bool = False) -> Index:
     """Load the index if it matches corpus and settings; otherwise rebuild it (and say why).
 
     A rebuild holds the index lock from creating its build folder to flipping `current`, so
@@ -216,7 +240,7 @@ def ensure_index(corpus: Corpus, embedder: Embedder, settings: Settings, rebuild
     return index
 
 
-def _load_fresh(corpus: Corpus, embedder: Embedder, settings: Settings) -> Index:
+def _load_fresh(corpus: Corpus, embedder: Encoder, settings: Settings) -> Index:
     index = Index.load(settings.index_dir)  # type: ignore[arg-type]
     index.check_fresh(corpus, embedder, settings)
     return index
@@ -228,7 +252,7 @@ def _new_build_dir(index_dir: Path) -> Path:
     return build
 
 
-def _embed(embedder: Embedder, texts: list[str], progress: bool) -> np.ndarray:
+def _embed(embedder: Encoder, texts: list[str], progress: bool) -> np.ndarray:
     if not progress:
         return embedder.encode(texts)
     from tqdm import tqdm
@@ -239,12 +263,6 @@ def _embed(embedder: Embedder, texts: list[str], progress: bool) -> np.ndarray:
             parts.append(embedder.encode(texts[i : i + 32]))
             bar.update(len(texts[i : i + 32]))
     return np.concatenate(parts) if parts else embedder.encode([])
-
-
-def _flat_ip(vectors: np.ndarray) -> faiss.Index:
-    index = faiss.IndexFlatIP(vectors.shape[1])
-    index.add(np.ascontiguousarray(vectors, dtype=np.float32))
-    return index
 
 
 def _sha256(path: Path) -> str:
@@ -282,7 +300,11 @@ def _locked(index_dir: Path) -> Iterator[None]:
     """Exclusive lock on index_dir/.lock for one build; released by the kernel if we are killed."""
     index_dir.mkdir(parents=True, exist_ok=True)
     with open(index_dir / LOCK, "a+") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.info("index: waiting for another build of %s to finish", index_dir)
+            fcntl.flock(fh, fcntl.LOCK_EX)
         try:
             yield
         finally:

@@ -1,30 +1,36 @@
-"""answer(): question -> retrieval -> evidence -> refusal gate -> generation -> checked citations."""
+"""answer(): wires the parts (index, retriever, answer policy, LLM) into question -> cited Answer.
+
+Each part is injectable (`Pipeline(settings, index=..., retriever=..., generator=..., embedder=...)`)
+and loads on first use or in its `warm_up()`.
+"""
 
 from __future__ import annotations
 
 import logging
+import queue
 import re
 import threading
 import time
 import unicodedata
 from collections.abc import Iterator
 
-from .citations import best_supporting, check_answer, cited_numbers, drop_bad_markers, to_citation
+from pydantic import BaseModel, Field
+
+from .answering import AnswerPolicy, Decision, signals
+from .citations import to_citation
 from .config import Settings
-from .corpus import Corpus, load_corpus
-from .embedding import Embedder
-from .generation import Generation, Generator, make_generator
+from .env import apply_env_defaults
+from .corpus import load_corpus
+from .embedding import Embedder, Encoder
 from .index import Index, ensure_index
-from .prompt import REFUSAL, build_messages
-from .refusal import FULL_COVERAGE, Signals, is_refusal, signals, unanswerable
+from .llm import Generator, OnToken, make_generator
+from .prompt import build_messages
 from .retrieval import Retriever
-from .text import terms
-from .types import Answer, Citation, Evidence
+from .types import Answer, Citation, Evidence, Signals
 
 log = logging.getLogger(__name__)
 
 REFUSAL_TEXT = "The articles don't say. I couldn't find this in the indexed articles."
-SECOND_SENTENCE_MARGIN = 0.25
 _INVISIBLE = re.compile(r"[\u200b-\u200f\u202a-\u202e\u2060-\u2064\ufeff]")
 
 
@@ -59,91 +65,106 @@ def clean_question(question: str, max_chars: int) -> str:
     return question
 
 
+class Draft(BaseModel):
+    """An answer on its way: what was asked, the evidence found and what the policy measured."""
+
+    question: str
+    searched: str = Field(description="the standalone question used for retrieval")
+    evidence: list[Evidence] = Field(description="the best sentences of the retrieved chunks, best first")
+    chosen: list[Evidence] = Field(description="the one or two of them an answer is built from")
+    signals: Signals
+    timings: dict[str, float] = {}
+    prompt_tokens: int = 0
+
+
 class Pipeline:
     """Everything answer() needs, loaded once and shared by all threads.
 
     Settings come in the constructor; heavy parts (models, index) load on first use or in
-    warm_up(), so importing rag or building a Pipeline is instant.
+    warm_up(), so importing rag or building a Pipeline is instant. Any part may be passed in
+    (shared between pipelines, or a fake in tests); the rest are built from `settings`.
     """
 
     def __init__(
-        self, settings: Settings | None = None, generator: Generator | None = None, embedder: Embedder | None = None
+        self,
+        settings: Settings | None = None,
+        *,
+        index: Index | None = None,
+        retriever: Retriever | None = None,
+        generator: Generator | None = None,
+        embedder: Encoder | None = None,
     ) -> None:
-        """`generator` and `embedder` may be shared between pipelines (tests, several corpora)."""
+        apply_env_defaults()  # before anything below can import torch
         self.settings = settings or Settings()
-        self._generator = generator
+        self.policy = AnswerPolicy(self.settings)
         self._lock = threading.RLock()
-        self._corpus: Corpus | None = None
-        self._embedder: Embedder | None = embedder
-        self._index: Index | None = None
-        self._retriever: Retriever | None = None
+        self._embedder = embedder or (retriever.embedder if retriever else None)
+        self._index = index or (retriever.index if retriever else None)
+        self._retriever = retriever
+        self._generator = generator
 
-    # -- lazy parts ----------------------------------------------------------------------
+    # -- parts, built on first use ----------------------------------------------------------
     @property
-    def corpus(self) -> Corpus:
-        with self._lock:
-            if self._corpus is None:
-                self._corpus = load_corpus(self.settings.corpus_dir, self.settings.max_file_bytes)  # type: ignore[arg-type]
-            return self._corpus
-
-    @property
-    def embedder(self) -> Embedder:
+    def embedder(self) -> Encoder:
         with self._lock:
             if self._embedder is None:
-                self._embedder = Embedder(self.settings.embedding_path)
+                self._embedder = Embedder.from_settings(self.settings)
             return self._embedder
 
     @property
     def index(self) -> Index:
+        """The index of `settings.corpus_dir`, loaded or (re)built to match it."""
         with self._lock:
             if self._index is None:
-                self._index = ensure_index(self.corpus, self.embedder, self.settings)
+                corpus = load_corpus(self.settings.corpus_dir, self.settings.max_file_bytes)  # type: ignore[arg-type]
+                self._index = ensure_index(corpus, self.embedder, self.settings)
             return self._index
 
     @property
     def retriever(self) -> Retriever:
         with self._lock:
             if self._retriever is None:
-                self._retriever = Retriever(
-                    self.index, self.embedder, self.settings.hybrid, self.settings.rrf_k, extra_per_list=self.settings.extra_candidates
-                )
+                self._retriever = Retriever(self.index, self.embedder, self.settings)
             return self._retriever
 
     @property
     def generator(self) -> Generator:
         with self._lock:
             if self._generator is None:
-                self._generator = make_generator(self.settings)
+                self._generator = make_generator(self.settings.model)
             return self._generator
 
     def warm_up(self) -> None:
-        """Load everything and run one tiny generation so the first user pays nothing."""
-        self.retriever._bm25()
+        """Load everything and run one tiny generation so the first user pays nothing.
+
+        The corpus and index come first: an empty corpus fails before any model loads.
+        """
+        self.retriever.warm_up()
+        self.embedder.warm_up()
         self.embedder.encode_query("warm up")
         if self.settings.use_llm:
-            for _ in self.generator.stream([{"role": "user", "content": "Hi"}], max_new_tokens=1):
-                pass
+            self.generator.warm_up()
+            self.generator.generate([{"role": "user", "content": "Hi"}], max_new_tokens=1)
 
     def title(self, doc_id: str) -> str:
         return self.index.documents[doc_id].title
 
     # -- answering -----------------------------------------------------------------------
-    def answer(self, question: str, top_k: int | None = None, searched: str | None = None) -> Answer:
-        """The final Answer (the streamed pieces are consumed internally)."""
-        for item in self.stream(question, top_k=top_k, searched=searched):
-            if isinstance(item, Answer):
-                return item
-        raise RuntimeError("the pipeline ended without an answer")  # pragma: no cover
+    def answer(self, question: str, top_k: int | None = None, searched: str | None = None, on_token: OnToken | None = None) -> Answer:
+        """Answer a question from the articles, with citations.
 
-    def stream(self, question: str, top_k: int | None = None, searched: str | None = None) -> Iterator[str | Answer]:
-        """Yield generated text pieces as they arrive, then the checked Answer.
+        Args:
+            question: the user's question.
+            top_k: chunks retrieved (default `settings.top_k`).
+            searched: the standalone form of a follow-up question, used for retrieval.
+            on_token: called with each piece of the model's text as it is generated. The final
+                Answer may differ from the streamed text: when the checks reject it, it is
+                replaced by an extractive answer, and invalid markers are removed.
 
-        The final Answer may differ from the streamed text: when the grounding check fails it
-        is replaced by an extractive answer, and invalid markers are removed.
-        `searched` is the standalone form of a follow-up question, used for retrieval.
+        Raises:
+            ValueError: the question is empty or over the length limit, or top_k is out of range.
         """
         s = self.settings
-        timings: dict[str, float] = {}
         t0 = time.perf_counter()
         question = clean_question(question, s.max_question_chars)
         if top_k is not None and not 1 <= top_k <= 20:
@@ -153,140 +174,106 @@ class Pipeline:
         t = time.perf_counter()
         hits = self.retriever.candidates(query, top_k or s.top_k)
         evidence = self.retriever.evidence(query, hits, s.evidence_k)
-        timings["retrieve"] = time.perf_counter() - t
-
-        chosen = choose_sentences(query, evidence)
+        timings = {"retrieve": time.perf_counter() - t}
+        chosen = self.policy.choose(query, evidence)
         sig = signals(
             query,
             [e.sentence.text for e in chosen],
             max((e.dense for e in evidence), default=0.0),
             self.retriever.coverage(query, evidence),
         )
-        base = dict(question=question, searched=query, signals=sig.model_dump())
-        why = unanswerable(sig)
+        draft = Draft(question=question, searched=query, evidence=evidence, chosen=chosen, signals=sig, timings=timings)
+
+        why = self.policy.gate(sig)
         if why:
-            timings["total"] = time.perf_counter() - t0
-            yield self._refused(base, why, evidence, timings)
-            return
+            decision = Decision(route="refused", reason=why)
+        elif not s.use_llm:
+            decision = Decision(route="extractive", reason="LLM disabled in settings")
+        else:
+            t = time.perf_counter()
+            generation = self.generator.generate(build_messages(query, chosen), s.max_new_tokens, on_token=on_token)
+            draft.timings.update(generate=time.perf_counter() - t, first_token=generation.first_token_s)
+            draft.prompt_tokens = generation.prompt_tokens
+            decision = self.policy.judge(query, chosen, generation.text, sig)
+        draft.timings["total"] = time.perf_counter() - t0
+        return self._compose(draft, decision)
 
-        if not s.use_llm:
-            timings["total"] = time.perf_counter() - t0
-            yield self._extractive(base, chosen, "LLM disabled in settings", timings)
-            return
+    def stream(self, question: str, top_k: int | None = None, searched: str | None = None) -> "AnswerStream":
+        """Iterate over the returned stream for the model's text pieces; its `answer` is the checked Answer.
 
-        t = time.perf_counter()
-        messages = build_messages(query, chosen)
-        generation: Generation | None = None
-        for piece in self.generator.stream(messages, s.max_new_tokens):
-            if isinstance(piece, Generation):
-                generation = piece
-            else:
-                yield piece
-        assert generation is not None
-        timings["generate"] = time.perf_counter() - t
-        timings["first_token"] = generation.first_token_s
-        answer = self._finish(base, query, chosen, evidence, generation, sig, timings)
-        answer.timings["total"] = round(time.perf_counter() - t0, 4)
-        yield answer
+        Raises:
+            ValueError: as answer(), before the first piece.
+        """
+        clean_question(question, self.settings.max_question_chars)  # a bad question fails here, not mid-stream
+        return AnswerStream(lambda on_token: self.answer(question, top_k=top_k, searched=searched, on_token=on_token))
 
     # -- the three ways an answer ends ---------------------------------------------------
-    def _finish(
-        self, base: dict, query: str, chosen: list[Evidence], evidence: list[Evidence], gen: Generation, sig: Signals, timings: dict
-    ) -> Answer:
-        """Keep the model's answer only if it passes the checks; otherwise quote the evidence."""
-        raw = _first_line(gen.text)
-        if is_refusal(raw):
-            # The model's "not in the passages" is trusted when the question's key terms are
-            # not all covered; with full coverage it is the 135M model giving up on a real answer.
-            if sig.coverage < FULL_COVERAGE:
-                return self._refused(base, "the model found no answer in the passages", evidence, timings, gen.prompt_tokens)
-            return self._extractive(base, chosen, "the model declined despite strong evidence", timings, gen.prompt_tokens)
-        text = drop_bad_markers(raw, len(chosen))
-        used = cited_numbers(text, len(chosen))
-        how = "cited by the model"
-        if not used:
-            used = best_supporting(text, chosen)
-            text = f"{text.rstrip()} " + "".join(f"[{n}]" for n in used)
-            how = "no marker from the model; attached the passage(s) holding its words"
-        if self.settings.grounding_check:
-            verdict = check_answer(text, [chosen[n - 1].sentence.text for n in used], query)
-            if not verdict.ok:
-                return self._extractive(base, chosen, f"generated answer rejected: {verdict.why}", timings, gen.prompt_tokens)
+    def _compose(self, draft: Draft, decision: Decision) -> Answer:
+        """The Answer for the policy's decision: the model's checked text, a quote, or a refusal."""
+        citations: list[Citation] = []
+        closest: list[Citation] = []
+        if decision.route == "generated":
+            text = decision.text
+            citations = [self._cite(n, draft.chosen[n - 1]) for n in decision.cited]
+        elif decision.route == "extractive":  # quote the chosen sentence(s) verbatim, cited: always grounded
+            text = " ".join(f"{_one_line(e.sentence.text)} [{n}]" for n, e in enumerate(draft.chosen, start=1))
+            citations = [self._cite(n, e) for n, e in enumerate(draft.chosen, start=1)]
+        else:
+            text = REFUSAL_TEXT
+            closest = [self._cite(n, e) for n, e in enumerate(draft.evidence[:2], start=1)]
         return Answer(
-            **base,
+            question=draft.question,
+            searched=draft.searched,
+            signals=draft.signals,
             text=text,
-            citations=[self._cite(n, chosen[n - 1]) for n in used],
-            route="generated",
-            reason=how,
-            timings=_rounded(timings),
-            prompt_tokens=gen.prompt_tokens,
-        )
-
-    def _extractive(self, base: dict, chosen: list[Evidence], reason: str, timings: dict, prompt_tokens: int = 0) -> Answer:
-        """Quote the chosen sentence(s) verbatim, cited: always grounded, never invented."""
-        text = " ".join(f"{_one_line(e.sentence.text)} [{n}]" for n, e in enumerate(chosen, start=1))
-        return Answer(
-            **base,
-            text=text,
-            citations=[self._cite(n, e) for n, e in enumerate(chosen, start=1)],
-            route="extractive",
-            reason=reason,
-            timings=_rounded(timings),
-            prompt_tokens=prompt_tokens,
-        )
-
-    def _refused(self, base: dict, why: str, evidence: list[Evidence], timings: dict, prompt_tokens: int = 0) -> Answer:
-        return Answer(
-            **base,
-            text=REFUSAL_TEXT,
-            citations=[],
-            closest=[self._cite(n, e) for n, e in enumerate(evidence[:2], start=1)],
-            refused=True,
-            route="refused",
-            reason=why,
-            timings=_rounded(timings),
-            prompt_tokens=prompt_tokens,
+            citations=citations,
+            closest=closest,
+            refused=decision.route == "refused",
+            route=decision.route,
+            reason=decision.reason,
+            timings={k: round(v, 4) for k, v in draft.timings.items()},
+            prompt_tokens=draft.prompt_tokens,
         )
 
     def _cite(self, n: int, e: Evidence) -> Citation:
-        return to_citation(n, e, self.title(e.sentence.doc_id))
+        return to_citation(n, e, self.index.documents[e.sentence.doc_id])
 
 
-def choose_sentences(query: str, evidence: list[Evidence]) -> list[Evidence]:
-    """The sentence(s) an answer is built from: the best one, plus the next best if it holds
-    key terms of the question that the first lacks and scores close to it (a two-part
-    question often needs two sentences). The LLM reads only these, so it cannot drift to
-    another passage, and the prompt stays short."""
-    if not evidence:
-        return []
-    chosen = [evidence[0]]
-    q_terms = set(terms(query))
-    got = set(terms(evidence[0].sentence.text))
-    for e in evidence[1:]:
-        if (q_terms - got) & set(terms(e.sentence.text)) and e.score >= evidence[0].score - SECOND_SENTENCE_MARGIN:
-            chosen.append(e)
-            break
-    return chosen
+class AnswerStream:
+    """The model's text pieces as an iterator, for callers that loop (the chat UI, the CLI).
 
+    The answer runs on a worker thread that hands each piece over; once the loop ends, `answer`
+    holds the checked Answer, and an error of the worker is raised in the loop.
+    """
 
-def _first_line(text: str) -> str:
-    """The answer's first line, with a leading "[2] ..." list marker moved to its end."""
-    text = text.strip()
-    if not text:
-        return REFUSAL
-    line = text.split("\n", 1)[0].strip()
-    lead = re.match(r"^((?:\[\d+\]\s*)+)(.+)$", line)
-    if lead:
-        line = f"{lead.group(2).strip()} {lead.group(1).strip()}"
-    return line
+    def __init__(self, run) -> None:
+        self.answer: Answer | None = None
+        self._run = run
+
+    def __iter__(self) -> Iterator[str]:
+        pieces: queue.Queue = queue.Queue()
+        end = object()
+        failure: list[BaseException] = []
+
+        def work() -> None:
+            try:
+                self.answer = self._run(pieces.put)
+            except BaseException as err:  # handed to the caller's thread below
+                failure.append(err)
+            finally:
+                pieces.put(end)
+
+        worker = threading.Thread(target=work, name="rag-answer", daemon=True)
+        worker.start()
+        while (piece := pieces.get()) is not end:
+            yield piece
+        worker.join()
+        if failure:
+            raise failure[0]
 
 
 def _one_line(text: str) -> str:
     return " ".join(text.split())
-
-
-def _rounded(timings: dict[str, float]) -> dict[str, float]:
-    return {k: round(v, 4) for k, v in timings.items()}
 
 
 _default: Pipeline | None = None

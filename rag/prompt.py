@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .llm.base import Message
 from .types import Evidence
 
 REFUSAL = "The articles do not say."
@@ -19,13 +20,14 @@ def passages_block(evidence: list[Evidence]) -> str:
     return "\n".join(f"[{n}] {_one_line(e.sentence.text)}" for n, e in enumerate(evidence, start=1))
 
 
-def build_messages(question: str, evidence: list[Evidence]) -> list[dict[str, str]]:
+def build_messages(question: str, evidence: list[Evidence], system: str = SYSTEM) -> list[Message]:
     """System rule + one user turn holding passages then the question.
 
     The question comes last because a small model attends most to what it read last.
+    `system` is for comparing rules (benchmarks/prompt_variants.py); the pipeline uses SYSTEM.
     """
     user = f"Passages:\n{passages_block(evidence)}\n\nQuestion: {_one_line(question)}"
-    return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": user}]
+    return [{"role": "system", "content": system}, {"role": "user", "content": user}]
 
 
 def _one_line(text: str) -> str:

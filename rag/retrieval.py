@@ -1,4 +1,4 @@
-"""Question -> ranked chunks (dense + BM25, fused by reciprocal rank) -> evidence sentences."""
+"""Question -> ranked chunks (dense + BM25, each ranker's top N fused by reciprocal rank) -> evidence sentences."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ from collections import Counter
 import bm25s
 import numpy as np
 
-from .embedding import Embedder
+from .config import Settings
+from .embedding import Encoder
 from .index import Index
 from .text import terms
 from .types import Evidence, Hit
@@ -29,80 +30,86 @@ class _BM25:
         self.vocab = vocab
         self.model = bm25s.BM25()
         self.model.index(bm25s.tokenization.Tokenized(ids=ids, vocab=vocab), show_progress=False)
-        n = len(texts)
+        self.n = len(texts)
         df = Counter(tok for doc in tokenized for tok in set(doc))
-        self.idf = {tok: math.log(1 + (n - c + 0.5) / (c + 0.5)) for tok, c in df.items()}
-        self.default_idf = math.log(1 + (n + 0.5) / 0.5)
+        self.idf = {tok: math.log(1 + (self.n - c + 0.5) / (c + 0.5)) for tok, c in df.items()}
+        self.default_idf = math.log(1 + (self.n + 0.5) / 0.5)
 
-    def scores(self, query_terms: list[str]) -> np.ndarray:
+    def top(self, query_terms: list[str], k: int) -> tuple[np.ndarray, np.ndarray]:
+        """The k best-scoring rows with a positive score: (ids, scores), best first, ties by id."""
         known = [t for t in query_terms if t in self.vocab]
         if not known:
-            return np.zeros(self.model.scores["num_docs"], dtype=np.float32)
-        return np.asarray(self.model.get_scores(known), dtype=np.float32)
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
+        scores = np.asarray(self.model.get_scores(known), dtype=np.float32)
+        k = min(k, len(scores))
+        head = np.argpartition(-scores, k - 1)[:k] if k < len(scores) else np.arange(len(scores))
+        head = head[np.lexsort((head, -scores[head]))]  # by score, then id: a stable order
+        head = head[scores[head] > 0]
+        return head.astype(np.int64), scores[head]
 
 
 class Retriever:
-    """Hybrid retrieval over an Index. Settings in the constructor, the question in the call."""
+    """Hybrid retrieval over an Index. Settings in the constructor, the question in the call.
 
-    def __init__(
-        self, index: Index, embedder: Embedder, hybrid: bool = True, rrf_k: int = 60, overlap_weight: float = 0.5, rank_bonus: float = 0.05,
-        extra_per_list: int = 0,
-    ) -> None:
-        self.overlap_weight = overlap_weight
-        self.extra_per_list = extra_per_list
-        self.rank_bonus = rank_bonus
+    Per question the cost is one embedding, each ranker's top `rank_depth`, and a matrix product
+    over the sentences of the retrieved chunks only: nothing loops over the whole corpus.
+    """
+
+    def __init__(self, index: Index, embedder: Encoder, settings: Settings) -> None:
         self.index = index
         self.embedder = embedder
-        self.hybrid = hybrid
-        self.rrf_k = rrf_k
+        self.settings = settings
         self._lock = threading.Lock()
         self._chunk_bm25: _BM25 | None = None
         self._sentence_bm25: _BM25 | None = None
-        self._sentence_terms = [set(terms(s.text)) for s in index.sentences]
+        self._sentence_terms: list[set[str]] = []
+
+    def warm_up(self) -> None:
+        """Build the BM25 tables and the sentences' term sets now (~10 ms here), not on the first question."""
+        self._bm25()
 
     def _bm25(self) -> tuple[_BM25, _BM25]:
         with self._lock:
             if self._chunk_bm25 is None:
                 self._chunk_bm25 = _BM25([c.text for c in self.index.chunks])
                 self._sentence_bm25 = _BM25([s.text for s in self.index.sentences])
+                self._sentence_terms = [set(terms(s.text)) for s in self.index.sentences]
         return self._chunk_bm25, self._sentence_bm25  # type: ignore[return-value]
 
     def search(self, question: str, k: int) -> list[Hit]:
-        """Top-k chunks. Dense cosine and BM25 each rank all chunks; RRF fuses the ranks
-        (score = sum of 1/(rrf_k + rank)), which needs no score calibration between the two."""
+        """Top-k chunks. Dense cosine and BM25 each return their top `rank_depth`; RRF fuses the
+        ranks (score = sum of 1/(rrf_k + rank)), which needs no score calibration between the two."""
         return self._ranked(question, k, extra=0)
 
     def candidates(self, question: str, k: int) -> list[Hit]:
-        """The top-k chunks plus up to `extra_per_list` more from the head of each ranker's own
+        """The top-k chunks plus up to `extra_candidates` more from the head of each ranker's own
         list: RRF rewards chunks that both rankers like, and drops one that only one ranks first
         (the only sentence naming a rare word, say), which still deserves a look for evidence."""
-        return self._ranked(question, k, extra=self.extra_per_list)
+        return self._ranked(question, k, extra=self.settings.extra_candidates)
 
     def _ranked(self, question: str, k: int, extra: int) -> list[Hit]:
+        s = self.settings
         q = self.embedder.encode_query(question)
-        n = self.index.chunk_vectors.ntotal
-        dense_scores, dense_ids = self.index.chunk_vectors.search(q[None, :], n)
-        dense = np.zeros(n, dtype=np.float32)
-        dense[dense_ids[0]] = dense_scores[0]
-        fused = np.zeros(n, dtype=np.float64)
-        for rank, i in enumerate(dense_ids[0]):
-            fused[i] += 1.0 / (self.rrf_k + rank + 1)
-        bm25 = np.zeros(n, dtype=np.float32)
-        heads = [list(dense_ids[0][:extra])]
-        if self.hybrid:
-            bm25 = self._bm25()[0].scores(terms(question))
-            order = np.argsort(-bm25, kind="stable")
-            for rank, i in enumerate(order):
-                if bm25[i] <= 0:
-                    break
-                fused[i] += 1.0 / (self.rrf_k + rank + 1)
-            heads.append([i for i in order[:extra] if bm25[i] > 0])
-        top = list(np.argsort(-fused, kind="stable")[:k])
+        _, dense_ids = self.index.chunk_store.search(q[None, :], s.rank_depth)
+        dense_ids = dense_ids[0][dense_ids[0] >= 0]
+        fused: dict[int, float] = {}
+        for rank, i in enumerate(dense_ids.tolist()):
+            fused[i] = fused.get(i, 0.0) + 1.0 / (s.rrf_k + rank + 1)
+        heads = [dense_ids[:extra].tolist()]
+        bm25: dict[int, float] = {}
+        if s.hybrid:
+            bm25_ids, bm25_scores = self._bm25()[0].top(terms(question), s.rank_depth)
+            bm25 = dict(zip(bm25_ids.tolist(), bm25_scores.tolist()))
+            for rank, i in enumerate(bm25_ids.tolist()):
+                fused[i] = fused.get(i, 0.0) + 1.0 / (s.rrf_k + rank + 1)
+            heads.append(bm25_ids[:extra].tolist())
+        top = sorted(fused, key=lambda i: (-fused[i], i))[:k]
         for head in heads:
             top += [i for i in head if i not in top]
+        cosines = self.index.chunk_store.get(np.asarray(top, dtype=np.int64)) @ q
         return [
-            Hit(chunk=self.index.chunks[i], score=float(fused[i]), dense=float(dense[i]), bm25=float(bm25[i]))
-            for i in top
+            Hit(chunk=self.index.chunks[i], score=fused[i], dense=float(d), bm25=bm25.get(i, 0.0))
+            for i, d in zip(top, cosines.tolist())
         ]
 
     def evidence(self, question: str, hits: list[Hit], n: int) -> list[Evidence]:
@@ -113,27 +120,27 @@ class Retriever:
         chunks. Reading 1-3 sentences instead of whole chunks keeps the 135M model on topic
         and the prompt short (prefill time dominates on CPU).
         """
+        s = self.settings
         q = self.embedder.encode_query(question)
         weights = self._term_weights(question)
-        chunk_rank = {h.chunk.chunk_id: r for r, h in enumerate(hits)}
-        spans = [(h.chunk.doc_id, h.chunk.start, h.chunk.end, h.chunk.chunk_id) for h in hits]
-        candidates: dict[int, tuple[float, float, float]] = {}
-        for s in self.index.sentences:
-            ranks = [chunk_rank[cid] for doc, a, b, cid in spans if s.doc_id == doc and s.start < b and s.end > a]
-            if not ranks:
-                continue
-            vec = self.index.sentence_vectors.reconstruct(s.sentence_id)
-            dense = float(np.dot(q, vec))
-            overlap = _share(weights, self._sentence_terms[s.sentence_id])
-            score = dense + self.overlap_weight * overlap + self.rank_bonus / (1 + min(ranks))
-            candidates[s.sentence_id] = (score, dense, overlap)
-        best = sorted(candidates.items(), key=lambda kv: -kv[1][0])[:n]
-        return [
-            Evidence(sentence=self.index.sentences[sid], score=sc, dense=d, overlap=o) for sid, (sc, d, o) in best
-        ]
+        best_rank: dict[int, int] = {}
+        for rank, hit in enumerate(hits):
+            for sid in self.index.chunk_sentences[hit.chunk.chunk_id]:
+                best_rank.setdefault(sid, rank)
+        if not best_rank:
+            return []
+        ids = sorted(best_rank)
+        dense = (self.index.sentence_store.get(np.asarray(ids, dtype=np.int64)) @ q).tolist()
+        scored = []
+        for sid, d in zip(ids, dense):
+            overlap = _share(weights, self._sentence_terms[sid])
+            scored.append((d + s.overlap_weight * overlap + s.rank_bonus / (1 + best_rank[sid]), d, overlap, sid))
+        best = sorted(scored, key=lambda row: -row[0])[:n]  # stable: ties keep sentence order
+        return [Evidence(sentence=self.index.sentences[sid], score=sc, dense=d, overlap=o) for sc, d, o, sid in best]
 
     def coverage(self, question: str, evidence: list[Evidence]) -> float:
         """IDF-weighted share of the question's key terms found anywhere in the evidence."""
+        self._bm25()
         present = set().union(*(self._sentence_terms[e.sentence.sentence_id] for e in evidence)) if evidence else set()
         return _share(self._term_weights(question), present)
 

@@ -7,15 +7,8 @@ import unicodedata
 from functools import lru_cache
 
 import Stemmer
-from bm25s.stopwords import STOPWORDS_EN_PLUS
 
-# Words that carry no content in a question: the question frame and very common verbs.
-QUESTION_WORDS = frozenset(
-    """what which who whom whose when where why how did does do was were is are has have had
-    according article articles say said says tell told much many according named name called
-    kind type one ones also about get got make made per the a an of""".split()
-)
-STOPWORDS = frozenset(STOPWORDS_EN_PLUS) | QUESTION_WORDS
+from .lexicon import MAGNITUDES, NUMBER_WORDS, STOPWORDS
 
 _WORD = re.compile(r"[0-9]+(?:[.,][0-9]+)*|[^\W\d_]+(?:['’][^\W\d_]+)*", re.UNICODE)
 _stemmer = Stemmer.Stemmer("english")
@@ -51,13 +44,6 @@ def terms(text: str) -> list[str]:
     return [stem(w) for w in words(text) if w not in STOPWORDS]
 
 
-NUMBER_WORDS = {
-    "one": "1", "two": "2", "three": "3", "four": "4", "five": "5", "six": "6", "seven": "7",
-    "eight": "8", "nine": "9", "ten": "10", "eleven": "11", "twelve": "12", "fifteen": "15",
-    "twenty": "20", "fifty": "50", "hundred": "100",
-}
-
-
 def numbers(text: str) -> set[str]:
     """Numbers mentioned, normalised ('1,000' -> '1000', '4.30' -> '4.3', 'two' -> '2')."""
     found = set()
@@ -68,7 +54,7 @@ def numbers(text: str) -> set[str]:
                 n = n.rstrip("0").rstrip(".")
             found.add(n)
         elif w in NUMBER_WORDS:
-            found.add(NUMBER_WORDS[w])
+            found.add(str(NUMBER_WORDS[w]))
     return found
 
 
@@ -85,3 +71,65 @@ def proper_names(text: str) -> set[str]:
             if len(token) > 1 and token[0].isupper() and token.lower() not in STOPWORDS:
                 names.add(normalize(token).split("'")[0])
     return names
+
+
+# -- answers compared by value (the grader and the phrasing check agree) ---------------------------
+
+_QUANTITY = re.compile(r"(\d[\d,]*(?:\.\d+)?)\s*(thousand|million|billion|trillion|mn|bn|[kmb]\b)?")
+
+
+def _canon(text: str) -> str:
+    """Lower-case, unify quotes, dashes and percent signs, drop other punctuation.
+
+    >>> _canon("Meta’s 64 percent, open-source!")
+    "meta's 64 % open source"
+    """
+    t = normalize(text)
+    t = re.sub(r"\bper ?cent\b", "%", t)
+    t = re.sub(r"(\d)\s*%", r"\1 %", t)
+    t = re.sub(r"[‐-―\-/]", " ", t)
+    t = re.sub(r"[^\w%$.,' ]", " ", t)
+    t = re.sub(r"(?<!\d)[.,]|[.,](?!\d)", " ", t)
+    return " ".join(t.split())
+
+
+def quantities(text: str) -> set[float]:
+    """Numeric values mentioned, with magnitudes applied.
+
+    >>> sorted(quantities("$10,000,000 or 10 million or 14.3 billion"))
+    [10000000.0, 14300000000.0]
+    """
+    t = normalize(text)
+    values = set()
+    for m in _QUANTITY.finditer(t):
+        value = float(m.group(1).replace(",", ""))
+        if m.group(2):
+            value *= MAGNITUDES[m.group(2)]
+        values.add(round(value, 6))
+    for word, value in NUMBER_WORDS.items():
+        if re.search(rf"\b{word}\b", t):
+            values.add(float(value))
+    return values
+
+
+def matches(answer: str, alternative: str) -> bool:
+    """An accepted answer string is in the answer: numbers compare by value (with units and
+    magnitudes), words by normalised whole-word match.
+
+    >>> matches("Cohere retained 64% [1].", "64 percent")
+    True
+    >>> matches("They offered $10,000,000 a year.", "$10 million")
+    True
+    >>> matches("It was 640 people.", "64")
+    False
+    """
+    alt_q = quantities(alternative)
+    if alt_q and re.search(r"\d", alternative):
+        return alt_q <= quantities(answer)
+    return _contains(_canon(answer), _canon(alternative))
+
+
+def _contains(haystack: str, needle: str) -> bool:
+    if not needle:
+        return False
+    return re.search(rf"(?<!\w){re.escape(needle)}(?!\w)", haystack) is not None

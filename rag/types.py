@@ -8,13 +8,18 @@ from pydantic import BaseModel, Field
 
 
 class Document(BaseModel):
-    """One corpus file. `text` is the file's bytes decoded as UTF-8, unchanged, so offsets hold."""
+    """One corpus file, as its converter extracted it (rag/ingest/).
+
+    `text` is stored in the index and is the only source of every offset: chunks, citations
+    and the viewer read it, never the file again.
+    """
 
     doc_id: str
     title: str
     text: str
     path: str
-    sha256: str
+    sha256: str = Field(description="of the file's bytes, to notice a changed file")
+    pages: list[int] = Field([], description="character offset in `text` where each page starts; empty if unpaged")
 
 
 class Chunk(BaseModel):
@@ -57,16 +62,28 @@ class Evidence(BaseModel):
 
 
 class Citation(BaseModel):
-    """A numbered source of an answer: a verbatim passage of a corpus file."""
+    """A numbered source of an answer: a verbatim passage of a document's stored text."""
 
     n: int
     doc_id: str
     title: str
     chunk_id: int
     text: str
-    start: int
+    start: int = Field(description="offset into the document's text: text == document.text[start:end]")
     end: int
     score: float
+    page: int | None = Field(None, description="1-based page the passage starts on; None for an unpaged document")
+
+
+class Signals(BaseModel):
+    """What the answer policy measured about the evidence (rag/answering.py); kept on the Answer."""
+
+    dense: float = Field(description="best cosine of the question and an evidence sentence")
+    coverage: float = Field(description="IDF-weighted share of the question's key terms in the evidence")
+    wants_number: bool = Field(description="the question asks how much, how many, when ...")
+    has_number: bool = Field(description="a number in the chosen sentences that the question does not already give")
+    wants_person: bool = Field(False, description="the question asks who")
+    has_name: bool = Field(True, description="a capitalised name in the chosen sentences not in the question")
 
 
 class Answer(BaseModel):
@@ -80,6 +97,6 @@ class Answer(BaseModel):
     route: Literal["generated", "extractive", "refused"] = Field("generated", description="which way the answer was made")
     reason: str = Field("", description="why this path was taken (grounding or refusal signal)")
     searched: str = Field("", description="the standalone question used for retrieval")
-    signals: dict[str, float | bool] = Field({}, description="answerability signals (see rag.refusal)")
+    signals: Signals | None = Field(None, description="what the answer policy measured; None when nothing was retrieved")
     timings: dict[str, float] = {}
     prompt_tokens: int = 0

@@ -15,7 +15,8 @@ from pydantic import BaseModel
 from .config import Settings
 from .followup import rewrite
 from .pipeline import Pipeline
-from .text import STOPWORDS, words
+from .lexicon import STOPWORDS
+from .text import words
 from .types import Answer, Citation, Document
 
 log = logging.getLogger(__name__)
@@ -254,15 +255,12 @@ def build(pipeline: Pipeline) -> gr.Blocks:
         ]
         yield "", shown, turns
         streamed = ""
-        answer: Answer | None = None
         try:
-            for item in pipeline.stream(question, top_k=int(top_k), searched=searched):
-                if isinstance(item, Answer):
-                    answer = item
-                else:
-                    streamed += item
-                    shown[-1] = {"role": "assistant", "content": render_streaming(streamed)}
-                    yield "", shown, turns
+            stream = pipeline.stream(question, top_k=int(top_k), searched=searched)
+            for piece in stream:
+                streamed += piece
+                shown[-1] = {"role": "assistant", "content": render_streaming(streamed)}
+                yield "", shown, turns
         except ValueError as err:  # the question failed validation (too long, ...)
             gr.Warning(str(err))
             yield message, render_messages(turns, show_sources), turns
@@ -271,8 +269,7 @@ def build(pipeline: Pipeline) -> gr.Blocks:
             log.exception("answering %r failed", question)
             yield message, render_messages(turns, show_sources), turns
             raise gr.Error(f"Answering failed: {err}") from err
-        assert answer is not None
-        turn = Turn(id=(turns[-1].id + 1) if turns else 1, question=question, answer=answer)
+        turn = Turn(id=(turns[-1].id + 1) if turns else 1, question=question, answer=stream.answer)
         turns = (list(turns) + [turn])[-MAX_TURNS:]
         yield "", render_messages(turns, show_sources), turns
 

@@ -1,23 +1,54 @@
-"""Shared fixtures: the real models, loaded once per session, and indexes built in tmp dirs."""
+"""Shared fixtures: the real models (loaded once per session, slow tier), the fakes (fast tier),
+and indexes built in tmp dirs.
+
+Two speeds: `python -m pytest -m "not slow"` runs the pure-logic tests on the fakes in
+tests/fakes.py and loads neither model; a test that asks for a real-model fixture is marked
+slow automatically, and the fast run fails if torch was imported anyway.
+"""
 
 from __future__ import annotations
 
 import shutil
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import NamedTuple
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 
+from fakes import HashEmbedder, ScriptedGenerator
 from rag.config import Settings
+from rag.env import apply_env_defaults
 from rag.embedding import Embedder
-from rag.generation import TransformersGenerator
+from rag.llm.transformers import TransformersGenerator
 from rag.pipeline import Pipeline
+
+apply_env_defaults()  # as the entry points do, before any test loads torch
 
 REPO = Path(__file__).resolve().parents[1]
 CORPUS = REPO / "corpus"
 GOLDEN = REPO / "tests" / "golden" / "golden.jsonl"
+
+# Fixtures that load a real model or start the real app: a test using one is slow.
+REAL_MODEL_FIXTURES = {"embedder", "generator", "pipeline", "app_url", "chromium"}
+# Modules only a model load imports; none may appear in a fast run.
+MODEL_MODULES = ("torch", "sentence_transformers", "llama_cpp")
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if REAL_MODEL_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """The fast tier's promise, checked: no model module was imported."""
+    if "not slow" in (session.config.option.markexpr or ""):
+        loaded = [m for m in MODEL_MODULES if m in sys.modules]
+        if loaded:
+            session.config.get_terminal_writer().line(f"FAST TIER LOADED A MODEL: {', '.join(loaded)} imported", red=True)
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 def make_settings(root: Path, corpus: Path | None = None, **overrides) -> Settings:
@@ -33,12 +64,12 @@ def make_settings(root: Path, corpus: Path | None = None, **overrides) -> Settin
 
 @pytest.fixture(scope="session")
 def embedder() -> Embedder:
-    return Embedder(Settings().embedding_path)
+    return Embedder.from_settings(Settings())
 
 
 @pytest.fixture(scope="session")
 def generator() -> TransformersGenerator:
-    gen = TransformersGenerator(Settings())
+    gen = TransformersGenerator(Settings().model)
     gen.warm_up()
     return gen
 
@@ -48,6 +79,36 @@ def pipeline(tmp_path_factory, embedder, generator) -> Pipeline:
     """The real pipeline over a copy of the real corpus, index built in a session tmp dir."""
     settings = make_settings(tmp_path_factory.mktemp("rag"))
     return Pipeline(settings, generator=generator, embedder=embedder)
+
+
+# -- fakes (fast tier) ---------------------------------------------------------------------
+@pytest.fixture
+def hash_embedder() -> HashEmbedder:
+    return HashEmbedder()
+
+
+# A corpus small enough to reason about: which sentence answers what is plain to see.
+TINY_CORPUS = {
+    "elm.txt": "Elm Street news\nThe zebra crossing on Elm Street was repainted in 2024 by the town council. "
+    "The council paid 4,000 dollars for the new paint. Mayor Alice Moreau opened the crossing in May.\n",
+    "harbor.txt": "Harbor news\nThe harbor ferry carries 300 passengers a day. Captain Bruno Lind has run the ferry "
+    "since 2010. The ferry stops at Gull Island twice a day.\n",
+}
+
+
+@pytest.fixture
+def fake_pipeline(tmp_path, hash_embedder):
+    """make(reply, corpus=TINY_CORPUS, **settings) -> a Pipeline with the hash embedder and a
+    scripted LLM replying `reply` (`pipeline.generator`), its index built in tmp_path."""
+
+    def make(reply="The articles do not say.", corpus: dict[str, str] = TINY_CORPUS, **overrides) -> Pipeline:
+        root = tmp_path / f"p{len(list(tmp_path.iterdir()))}"
+        (root / "corpus").mkdir(parents=True)
+        for name, text in corpus.items():
+            (root / "corpus" / name).write_text(text, encoding="utf-8")
+        return Pipeline(make_settings(root, **overrides), embedder=hash_embedder, generator=ScriptedGenerator(reply))
+
+    return make
 
 
 @pytest.fixture
@@ -99,6 +160,7 @@ def running_app(root: Path, extra_docs: dict[str, str] | None = None, index_from
         os.environ,
         RAG_CORPUS_DIR=str(corpus_dir),
         RAG_INDEX_DIR=str(root / "index"),
+        PYTHONPATH=str(REPO),  # this checkout's rag, whatever is installed
         HF_HUB_OFFLINE="1",
         GRADIO_ANALYTICS_ENABLED="False",
     )

@@ -10,7 +10,6 @@ import importlib.util
 import pytest
 
 from rag import bench
-from rag.generation import Generation
 
 pytestmark = pytest.mark.slow
 
@@ -52,29 +51,30 @@ def test_table_and_json_carry_the_numbers(report):
     assert again.warm.e2e_p50_s == report.warm.e2e_p50_s and again.cold == report.cold
 
 
-def test_generator_stream_contract(generator):
-    """The transformers backend yields text pieces, then one Generation that adds up."""
+def test_generator_contract(generator):
+    """The transformers backend streams pieces through on_token, then returns a Generation that adds up."""
     messages = [{"role": "system", "content": "Answer in one short sentence."}, {"role": "user", "content": "Say hello."}]
-    items = list(generator.stream(messages, max_new_tokens=8))
-    *pieces, last = items
-    assert isinstance(last, Generation) and all(isinstance(p, str) for p in pieces)
-    assert last.text == "".join(pieces) and "\n" not in last.text
+    pieces: list[str] = []
+    last = generator.generate(messages, max_new_tokens=8, on_token=pieces.append)
+    assert pieces and last.text == "".join(pieces) and "\n" not in last.text
     assert last.prompt_tokens == generator.count_tokens(messages)
     assert 0 < last.new_tokens <= 8 and 0 < last.first_token_s <= last.total_s
-    again = list(generator.stream(messages, max_new_tokens=8))[-1]
+    assert last.finish_reason in ("stop", "length")
+    again = generator.generate(messages, max_new_tokens=8)
     assert again.text == last.text  # greedy: the same prompt gives the same answer
 
 
 @pytest.mark.skipif(importlib.util.find_spec("llama_cpp") is None, reason='optional extra: pip install -e ".[llamacpp]"')
 def test_llamacpp_backend_matches_the_interface():
     from rag.config import Settings
-    from rag.generation import make_generator
-    from rag.llamacpp import LlamaCppGenerator
+    from rag.llm import make_generator
+    from rag.llm.llamacpp import LlamaCppGenerator
 
-    gen = make_generator(Settings(backend="llamacpp"))
+    gen = make_generator(Settings(llm_backend="llamacpp").model)
     assert isinstance(gen, LlamaCppGenerator)
     messages = [{"role": "system", "content": "Answer in one short sentence."}, {"role": "user", "content": "Say hello."}]
-    *pieces, last = list(gen.stream(messages, max_new_tokens=8))
-    assert isinstance(last, Generation) and last.text == "".join(pieces) and last.text.strip()
+    pieces: list[str] = []
+    last = gen.generate(messages, max_new_tokens=8, on_token=pieces.append)
+    assert last.text == "".join(pieces) and last.text.strip()
     assert last.prompt_tokens == gen.count_tokens(messages) > 0
     assert 0 < last.new_tokens <= 8

@@ -51,13 +51,13 @@ def test_long_sentence_is_split_at_words():
 
 
 def test_every_real_chunk_round_trips(embedder):
-    """Every chunk and sentence of the real corpus is the source text at its offsets, and no
+    """Every chunk and sentence of the real corpus is the document's text at its offsets, and no
     chunk exceeds the token budget unless it is a single over-long sentence piece."""
     corpus = load_corpus(CORPUS)
     for doc in corpus.documents:
         chunks, sentences = chunk_document(doc.doc_id, doc.text, 128, 32, embedder.count_tokens)
         assert chunks and sentences
-        raw = open(doc.path, encoding="utf-8", newline="").read()
+        raw = doc.text
         for c in chunks:
             assert raw[c.start : c.end] == c.text
             assert embedder.count_tokens(c.text) <= 128

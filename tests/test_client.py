@@ -2,15 +2,9 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
-from rag.corpus import read_document_text
-
 pytestmark = pytest.mark.slow
-
-CORPUS = Path(__file__).resolve().parents[1] / "corpus"
 
 
 @pytest.fixture(scope="module")
@@ -20,17 +14,16 @@ def client(app_url):
     return Client(app_url, verbose=False)
 
 
-def test_ask_returns_structured_citations(client):
+def test_ask_returns_structured_citations(client, pipeline):
     result = client.predict(question="How much did Meta offer OpenAI engineers as signing bonuses?", api_name="/ask")
     assert isinstance(result, dict)
     assert result["refused"] is False
     assert result["text"].strip()
     assert result["searched"] == "How much did Meta offer OpenAI engineers as signing bonuses?"
     assert result["citations"]
-    files = {p.stem: p for p in CORPUS.iterdir()}
     for c in result["citations"]:
         assert f"[{c['n']}]" in result["text"]
-        assert c["text"] == read_document_text(files[c["doc_id"]])[c["start"] : c["end"]]
+        assert c["text"] == pipeline.index.documents[c["doc_id"]].text[c["start"] : c["end"]]  # same corpus, stored text
         assert c["title"]
 
 

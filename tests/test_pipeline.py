@@ -1,10 +1,9 @@
-"""answer() end to end with the real models and a real index built in a tmp dir."""
+"""answer() end to end with the real models and a real index built in a tmp dir (slow tier)."""
 
 from __future__ import annotations
 
 import pytest
 
-from rag.corpus import read_document_text
 from rag.evaluation import matches
 
 # Questions written from the articles (not the golden set): question, article, accepted answer.
@@ -47,8 +46,7 @@ def test_answer_states_fact_with_verbatim_citation(pipeline, question, fact):
     assert matches(a.text, fact), a.text
     assert a.citations, "an answer must cite its passage"
     for c in a.citations:
-        source = read_document_text(pipeline.settings.corpus_dir / f"{c.doc_id}.txt")
-        assert source[c.start : c.end] == c.text
+        assert pipeline.index.documents[c.doc_id].text[c.start : c.end] == c.text
         assert f"[{c.n}]" in a.text
     assert any(matches(c.text, fact) for c in a.citations), "the cited passage must hold the fact"
     assert set(a.timings) >= {"retrieve", "total"}
@@ -65,18 +63,12 @@ def test_off_topic_question_is_refused(pipeline, question):
     assert "articles don't say" in a.text
 
 
-@pytest.mark.parametrize("question", ["", "   ", "\n\t", "\u200b\u200b"])
-def test_empty_question_raises_value_error(pipeline, question):
-    with pytest.raises(ValueError, match="empty"):
-        pipeline.answer(question)
-
-
 def test_public_surface():
     import rag
 
     assert {"answer", "Answer", "Citation", "Settings"} <= set(rag.__all__)
     assert set(rag.Answer.model_fields) >= {"text", "citations", "refused", "timings"}
-    assert set(rag.Citation.model_fields) >= {"doc_id", "title", "chunk_id", "text", "start", "end", "score"}
+    assert set(rag.Citation.model_fields) >= {"doc_id", "title", "chunk_id", "text", "start", "end", "score", "page"}
 
 
 @pytest.mark.parametrize("top_k", [0, 21])

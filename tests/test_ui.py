@@ -9,8 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from rag.corpus import read_document_text
-
 REPO = Path(__file__).resolve().parents[1]
 CORPUS = REPO / "corpus"
 
@@ -50,12 +48,7 @@ def ask(page, question: str, n_before: int = 0) -> float | None:
     return ttft
 
 
-def corpus_text(doc_id: str) -> str:
-    (path,) = [p for p in CORPUS.iterdir() if p.stem == doc_id]
-    return read_document_text(path)
-
-
-def test_streamed_answer_with_clickable_citation(page, tmp_path, capsys):
+def test_streamed_answer_with_clickable_citation(page, pipeline, tmp_path, capsys):
     ttft = ask(page, QUESTION)
     with capsys.disabled():
         print(f"\n[ui] time from submit to first streamed token in the page: {ttft:.2f} s" if ttft else "\n[ui] answer was not streamed")
@@ -73,7 +66,7 @@ def test_streamed_answer_with_clickable_citation(page, tmp_path, capsys):
     mark.wait_for(timeout=15_000)
     meta = page.locator("#rag-viewer .rag-doc-meta").inner_text()
     doc_id, start, end = re.search(r"\] (\S+) · characters (\d+)–(\d+)", meta).groups()
-    assert mark.inner_text() == corpus_text(doc_id)[int(start) : int(end)]
+    assert mark.inner_text() == pipeline.index.documents[doc_id].text[int(start) : int(end)]  # the stored text, as the app has it
     assert mark.inner_text().startswith(quote)
     page.wait_for_function(
         """() => { const box = document.querySelector('#rag-viewer .rag-doc');

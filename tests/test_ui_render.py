@@ -60,6 +60,23 @@ def test_title_and_examples_come_from_the_corpus():
     assert example_questions(docs) == ["What does “Zebras cross Elm Street” report?", "What does “Elm Street zebra count” report?"]
 
 
-def test_api_json_renames_path():
-    data = answer_json(Answer(question="q", text="t", route="extractive"))
-    assert data["route"] == "extractive" and "path" not in data
+def test_api_json_has_no_path_key_at_any_depth():
+    """gradio_client downloads any dict holding a "path" key as a file, so the API's answer must
+    have none, however deep (citations, closest passages, signals)."""
+    from rag.types import Signals
+
+    answer = Answer(
+        question="q", text="t [1]", route="generated", citations=[cite(1, "t")], closest=[cite(2, "u")],
+        signals=Signals(dense=0.5, coverage=1.0, wants_number=False, has_number=False), timings={"total": 1.0},
+    )
+
+    def keys(value) -> set[str]:
+        if isinstance(value, dict):
+            return set(value) | set().union(*(keys(v) for v in value.values()))
+        if isinstance(value, list):
+            return set().union(*(keys(v) for v in value))
+        return set()
+
+    data = answer_json(answer)
+    assert data["route"] == "generated" and data["citations"][0]["text"] == "t"
+    assert "path" not in keys(data), "a 'path' key would make gradio_client treat the answer as a file"

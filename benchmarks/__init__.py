@@ -1,0 +1,1 @@
+"""The measurements behind every default; run from the repository root as `python -m benchmarks.<script>` (see README.md)."""

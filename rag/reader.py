@@ -1,0 +1,210 @@
+"""The trained span reader: question + passages -> the answer's exact span, or "not there".
+
+A MiniLM-L6 fine-tuned here on SQuAD with made negatives (rag/training/, record in
+rag/models/reader/record.json). Like Haystack's ExtractiveReader, each passage is split into
+overlapping windows, every window proposes its best span (start + end logit), and [CLS] gives
+the window's "no answer here" score. Across all windows the best span wins; the no-answer
+margin is the lowest [CLS] score minus that span's score (SQuAD v2's convention): the lower
+the margin, the surer the reader is that the answer is there.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from pathlib import Path
+
+import numpy as np
+from pydantic import BaseModel, Field
+
+from .spans import best_span
+
+READER_DIR = Path(__file__).resolve().parent / "models" / "reader"
+WEIGHTS = "model.safetensors"
+MANIFEST = "manifest.json"
+MANIFEST_FORMAT = "rag-reader v1"
+
+
+class ReaderError(RuntimeError):
+    """The shipped reader cannot be loaded; the message names the file and how to restore it."""
+
+
+class Span(BaseModel):
+    """One window's best answer span, in characters of its passage."""
+
+    passage: int = Field(description="index into the passages given to read()")
+    start: int
+    end: int
+    text: str
+    score: float = Field(description="start + end logit of the span")
+
+
+class Reading(BaseModel):
+    """What the reader found in a set of passages."""
+
+    spans: list[Span] = Field([], description="best span per passage, best first")
+    no_answer: float = Field(description="margin: lowest [CLS] score minus the best span's score; high = not there")
+
+    @property
+    def best(self) -> Span | None:
+        return self.spans[0] if self.spans else None
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def check_weights(folder: Path) -> dict:
+    """The manifest of a reader folder, after checking the weights against it.
+
+    Raises:
+        ReaderError: the folder, manifest or weights file is missing, or the weights' sha256
+            differs from the manifest; the message names the file and how to restore it.
+    """
+    restore = "restore it with `git checkout -- rag/models/reader` (or reinstall rag)"
+    manifest_path = folder / MANIFEST
+    weights = folder / WEIGHTS
+    if not manifest_path.is_file():
+        raise ReaderError(f"The reader's manifest {manifest_path} is missing; {restore}.")
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise ReaderError(f"The reader's manifest {manifest_path} is unreadable ({err}); {restore}.") from err
+    if manifest.get("format") != MANIFEST_FORMAT:
+        raise ReaderError(f"{manifest_path} is not a {MANIFEST_FORMAT!r} manifest; {restore}.")
+    if not weights.is_file():
+        raise ReaderError(f"The reader's weights {weights} are missing; {restore}.")
+    digest = file_sha256(weights)
+    if digest != manifest.get("sha256"):
+        raise ReaderError(
+            f"The reader's weights {weights} are damaged (sha256 {digest[:12]}…, expected {str(manifest.get('sha256'))[:12]}…); {restore}."
+        )
+    return manifest
+
+
+class Reader:
+    """Extractive reader over a handful of passages. Settings in the constructor, data in read().
+
+    One model is shared by all threads; torch's forward pass is re-entrant, so no lock is
+    needed to read, only to load.
+    """
+
+    def __init__(
+        self,
+        folder: Path | None = None,
+        max_len: int = 192,
+        stride: int = 64,
+        max_answer_tokens: int = 30,
+        threads: int = 2,
+        quantize: bool = True,
+    ) -> None:
+        """
+        Args:
+            folder: the reader's files (default: the weights shipped in rag/models/reader).
+            max_len: tokens per window, question included (the length it was trained at).
+            stride: tokens shared by consecutive windows of a long passage.
+            max_answer_tokens: longest span considered.
+            threads: CPU threads for the forward pass.
+            quantize: int8 dynamic quantisation of the linear layers (faster on CPU; measured
+                in benchmarks/reader_speed.py).
+        """
+        if stride >= max_len // 2:
+            raise ValueError("stride must be less than half of max_len.")
+        self.folder = folder or READER_DIR
+        self.max_len = max_len
+        self.stride = stride
+        self.max_answer_tokens = max_answer_tokens
+        self.threads = threads
+        self.quantize = quantize
+        self._model = None
+        self._tokenizer = None
+        self._lock = threading.Lock()
+        self.manifest: dict = {}
+
+    def warm_up(self) -> None:
+        """Check the weights against their manifest and load them (~0.5 s)."""
+        if self._model is not None:
+            return
+        with self._lock:
+            if self._model is not None:
+                return
+            self.manifest = check_weights(self.folder)
+            import torch
+            from transformers import AutoModelForQuestionAnswering, AutoTokenizer
+            from transformers.utils import logging as hf_logging
+
+            hf_logging.set_verbosity_error()
+            torch.set_num_threads(self.threads)
+            tokenizer = AutoTokenizer.from_pretrained(self.folder)
+            model = AutoModelForQuestionAnswering.from_pretrained(self.folder, dtype=torch.float32).eval()
+            if self.quantize:
+                model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+            self._tokenizer = tokenizer
+            self._model = model
+
+    def read(self, question: str, passages: list[str]) -> Reading:
+        """Find the answer to `question` in `passages`.
+
+        Returns:
+            Every passage's best span (best first) and the no-answer margin. With no
+            passages, or none with text, no spans and an infinite margin.
+        """
+        if not passages or not any(p.strip() for p in passages):
+            return Reading(spans=[], no_answer=float("inf"))
+        self.warm_up()
+        import torch
+
+        enc = self._tokenizer(
+            [question] * len(passages),
+            passages,
+            truncation="only_second",
+            max_length=self.max_len,
+            stride=self.stride,
+            return_overflowing_tokens=True,
+            return_offsets_mapping=True,
+            padding=True,
+            return_tensors="pt",
+        )
+        owner = enc.pop("overflow_to_sample_mapping").tolist()
+        offsets = enc.pop("offset_mapping").tolist()
+        with torch.inference_mode():
+            out = self._model(**enc)
+        starts = out.start_logits.float().numpy()
+        ends = out.end_logits.float().numpy()
+        best: dict[int, Span] = {}
+        null = float("inf")
+        for w in range(len(owner)):
+            seq = enc.sequence_ids(w)
+            offs = [tuple(o) if seq[k] == 1 else None for k, o in enumerate(offsets[w])]
+            pick = best_span(starts[w], ends[w], offs, self.max_answer_tokens)
+            if pick is None:
+                continue
+            null = min(null, pick.null)
+            p = owner[w]
+            if p not in best or pick.score > best[p].score:
+                best[p] = Span(passage=p, start=pick.start, end=pick.end, text=passages[p][pick.start : pick.end], score=pick.score)
+        spans = sorted(best.values(), key=lambda s: -s.score)
+        margin = null - spans[0].score if spans else float("inf")
+        return Reading(spans=spans, no_answer=float(margin))
+
+
+def write_manifest(folder: Path, record: dict) -> dict:
+    """Write `folder`'s manifest: format, weights sha256 and size, and the training record."""
+    weights = folder / WEIGHTS
+    manifest = {
+        "format": MANIFEST_FORMAT,
+        "file": WEIGHTS,
+        "sha256": file_sha256(weights),
+        "bytes": weights.stat().st_size,
+        "dtype": "float16",
+        "trained_on": record.get("device"),
+        "record": "record.json",
+        "max_len": record.get("args", {}).get("max_len"),
+    }
+    (folder / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
+    return manifest
