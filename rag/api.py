@@ -6,8 +6,8 @@
   ignored, so they can never replace our instructions.
 - `GET /v1/models`, `POST /v1/answer` (the Answer JSON), `GET /healthz`.
 
-With `RAG_API_KEY` set, every /v1 route wants `Authorization: Bearer <key>`, compared in constant
-time; a wrong or missing key gets a bare 401.
+With `RAG_API_KEY` set (`Settings.api_key`), every /v1 route wants `Authorization: Bearer <key>`,
+compared in constant time; a wrong or missing key gets a bare 401.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ import asyncio
 import hmac
 import json
 import logging
-import os
 import re
 import time
 import uuid
@@ -25,7 +24,7 @@ from typing import Any, Literal, Protocol
 
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 from .followup import rewrite
 from .types import Answer, Citation
@@ -130,7 +129,7 @@ def citation_json(c: Citation) -> dict[str, Any]:
         "text": c.text,
         "start": c.start,
         "end": c.end,
-        "page": getattr(c, "page", None),  # documents have no pages yet (PDF ingest will add them)
+        "page": c.page,  # 1-based, for paged formats; None for plain text
     }
 
 
@@ -221,8 +220,10 @@ async def read_body(request: Request, model: type[BaseModel]) -> Any:
         raise ApiError(400, f"Invalid request: {where}: {first['msg']}.") from None
 
 
-def require_key(api_key: str | None):
+def require_key(api_key: SecretStr | str | None):
     """A dependency that lets a request through only with `Authorization: Bearer <api_key>`."""
+    if isinstance(api_key, SecretStr):
+        api_key = api_key.get_secret_value()
     expected = f"Bearer {api_key}".encode() if api_key else None
 
     def check(request: Request) -> None:
@@ -240,7 +241,7 @@ class _Unauthorized(Exception):
 
 
 # -- the app ------------------------------------------------------------------------------------
-def create_app(pipeline: AnswersQuestions, api_key: str | None = None) -> FastAPI:
+def create_app(pipeline: AnswersQuestions, api_key: SecretStr | str | None = None) -> FastAPI:
     """A FastAPI app with the API routes; mount the Gradio UI on it with `mount_ui`.
 
     Args:
@@ -314,15 +315,15 @@ def mount_ui(app: FastAPI, blocks: Any, **gradio_kwargs: Any) -> FastAPI:
     return gr.mount_gradio_app(app, blocks, path="/", **gradio_kwargs)
 
 
-def api_key_from_env() -> str | None:
-    """RAG_API_KEY, or None when unset or blank (then the API is open, on 127.0.0.1 by default)."""
-    key = os.environ.get("RAG_API_KEY", "").strip()
-    return key or None
+def serve(
+    pipeline: AnswersQuestions, blocks: Any, host: str, port: int, api_key: SecretStr | None = None, **gradio_kwargs: Any
+) -> None:
+    """Serve the UI at / and the API at /v1 on one port until interrupted.
 
-
-def serve(pipeline: AnswersQuestions, blocks: Any, host: str, port: int, **gradio_kwargs: Any) -> None:
-    """Serve the UI at / and the API at /v1 on one port until interrupted."""
+    Args:
+        api_key: the bearer token the /v1 routes require (`Settings.api_key`); None leaves them open.
+    """
     import uvicorn
 
-    app = mount_ui(create_app(pipeline, api_key_from_env()), blocks, server_name=host, server_port=port, **gradio_kwargs)
+    app = mount_ui(create_app(pipeline, api_key), blocks, server_name=host, server_port=port, **gradio_kwargs)
     uvicorn.run(app, host=host, port=port, log_level="warning")

@@ -380,4 +380,4 @@ def launch(host: str = "127.0.0.1", port: int = 7860) -> None:
     print(f"rag chat UI ready on http://{host}:{port} (OpenAI-compatible API at /v1)", flush=True)
     from .api import serve
 
-    serve(pipeline, demo, host=host, port=port, css=CSS, show_error=True, footer_links=["api"])
+    serve(pipeline, demo, host=host, port=port, api_key=pipeline.settings.api_key, css=CSS, show_error=True, footer_links=["api"])

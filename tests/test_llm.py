@@ -18,7 +18,7 @@ def test_every_backend_is_a_generator_without_loading_anything():
 
 
 def test_unknown_backend_names_the_known_ones():
-    with pytest.raises(ValueError, match="choose one of: llamacpp, transformers"):
+    with pytest.raises(ValueError, match="choose one of: llamacpp, openai, transformers"):
         make_generator(ModelSettings(backend="nope"))
 
 

@@ -17,7 +17,7 @@ from rag.llm import LLMError, ModelSettings, make_generator
 from rag.llm.openai import OpenAIGenerator
 from rag.prompt import SYSTEM
 
-from conftest_llamacpp import GGUF, llama_server  # noqa: F401  (session fixture)
+from conftest import packaged_gguf
 
 KEY = "sk-right-key-1234"
 FLOOD_TOKENS = 30_000
@@ -115,13 +115,13 @@ class Hostile(BaseHTTPRequestHandler):
                 self._json(401, {"error": {"message": f"Incorrect API key provided: {got}", "code": "invalid_api_key"}})
                 return
             self._start_sse()
-            w(_chunk("Authorised") + b"data: [DONE]\n\n")
+            w(_chunk("Authorised") + _chunk(finish="stop") + b"data: [DONE]\n\n")
         elif case == "flaky":  # 503 twice, then a good answer
             if Hostile.counts[case] <= 2:
                 self._json(503, {"error": {"message": "loading model"}})
                 return
             self._start_sse()
-            w(_chunk("Recovered") + b"data: [DONE]\n\n")
+            w(_chunk("Recovered") + _chunk(finish="stop") + b"data: [DONE]\n\n")
         elif case == "down500":
             self._json(500, {"error": {"message": "out of memory"}})
         elif case == "bad_request":
@@ -129,6 +129,9 @@ class Hostile(BaseHTTPRequestHandler):
         elif case == "error_event":
             self._start_sse()
             w(_chunk("Par") + b'data: {"error": {"message": "the model crashed"}}\n\n')
+        elif case == "cut_off":  # llama_cpp.server interrupted by another request: [DONE], no finish_reason
+            self._start_sse()
+            w(_chunk("Meta offered") + b"data: [DONE]\n\n")
         elif case == "ignores_stop":
             self._start_sse()
             w(_chunk("one line") + _chunk(" and\nanother") + b"data: [DONE]\n\n")
@@ -137,7 +140,7 @@ class Hostile(BaseHTTPRequestHandler):
                 self._json(400, {"error": {"message": "Unrecognized request argument supplied: repeat_penalty"}})
                 return
             self._start_sse()
-            w(_chunk("Plain") + b"data: [DONE]\n\n")
+            w(_chunk("Plain") + _chunk(finish="stop") + b"data: [DONE]\n\n")
         elif case == "drop":  # chunked HTTP/1.1, as real servers stream; dies mid-answer
             self.protocol_version = "HTTP/1.1"
             self.send_response(200)
@@ -175,11 +178,14 @@ def test_registry_builds_the_openai_backend():
     assert isinstance(g, OpenAIGenerator)
 
 
-def test_missing_or_bad_url_is_a_clear_error():
-    with pytest.raises(ValueError, match="RAG_LLM_URL"):
-        OpenAIGenerator(ModelSettings(backend="openai"))
-    with pytest.raises(ValueError, match="http://"):
-        OpenAIGenerator(ModelSettings(backend="openai", url="127.0.0.1:8080/v1"))
+def test_missing_or_bad_url_is_a_clear_error_when_used():
+    # building never fails (a pipeline without its LLM still answers); using it says what to set
+    unset = OpenAIGenerator(ModelSettings(backend="openai"))
+    for call in (unset.warm_up, lambda: unset.generate(MESSAGES, 8)):
+        with pytest.raises(LLMError, match="^the openai backend needs a server URL: set RAG_LLM_URL"):
+            call()
+    with pytest.raises(LLMError, match="^RAG_LLM_URL must start with http:// or https://"):
+        OpenAIGenerator(ModelSettings(backend="openai", url="127.0.0.1:8080/v1")).warm_up()
 
 
 def test_streams_pieces_and_cuts_at_the_stop_string(hostile):
@@ -243,6 +249,11 @@ def test_malformed_responses_are_one_clear_line(hostile, case, why):
     message = str(err.value)
     assert message.startswith(f"malformed response from {hostile}/{case}/v1: {why}")
     assert "\n" not in message
+
+
+def test_an_answer_cut_off_without_finish_reason_is_an_error(hostile):
+    with pytest.raises(LLMError, match=r"/cut_off/v1 ended the answer without a finish_reason \(cut off mid-answer\)$"):
+        gen(hostile, "cut_off").generate(MESSAGES, 48)
 
 
 def test_empty_answer_is_returned_empty(hostile):
@@ -319,6 +330,44 @@ def test_nothing_listening_is_connection_refused():
     assert time.perf_counter() - t < 5  # retried twice with backoff, within the budget
 
 
+def test_a_server_that_is_down_is_skipped_for_a_while(monkeypatch):
+    """After a failed connection, questions fail at once with the same line instead of each
+    waiting for retries; after DOWN_PAUSE_S the next one tries the server again."""
+    import rag.llm.openai as backend
+
+    monkeypatch.setattr(backend, "DOWN_PAUSE_S", 1.0)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"http://127.0.0.1:{port}/v1"
+    g = OpenAIGenerator(ModelSettings(backend="openai", url=url, model="m", timeout_s=5))
+    with pytest.raises(LLMError):
+        g.warm_up()
+    opened = []
+    real_open = backend.OpenAIGenerator._open
+    monkeypatch.setattr(backend.OpenAIGenerator, "_open", lambda self, *a: opened.append(1) or real_open(self, *a))
+    t = time.perf_counter()
+    with pytest.raises(LLMError) as err:
+        g.generate(MESSAGES, 8)
+    assert time.perf_counter() - t < 0.1 and not opened
+    assert str(err.value) == f"cannot connect to {url}: connection refused"
+    time.sleep(1.0)
+    with pytest.raises(LLMError, match="connection refused"):
+        g.generate(MESSAGES, 8)
+    assert opened  # the pause was over: it tried the server again
+
+
+def test_a_slow_or_refusing_server_is_not_skipped(hostile):
+    for case in ("hang", "bad_request"):
+        g = gen(hostile, case, timeout_s=1)
+        with pytest.raises(LLMError):
+            g.generate(MESSAGES, 8)
+        before = Hostile.counts[case]
+        with pytest.raises(LLMError):
+            g.generate(MESSAGES, 8)
+        assert Hostile.counts[case] == before + 1, case  # asked the server again
+
+
 def test_credentials_in_the_url_are_never_shown():
     g = OpenAIGenerator(ModelSettings(backend="openai", url="http://bob:pw123@127.0.0.1:9/v1", model="m", timeout_s=2))
     with pytest.raises(LLMError) as err:
@@ -350,10 +399,10 @@ LONG_PROMPT = [{"role": "user", "content": "List the planets of the solar system
 
 
 @pytest.fixture(scope="module")
-def in_process():
+def in_process(llama_cpp_installed):
     from llama_cpp import Llama
 
-    return Llama(model_path=str(GGUF), n_ctx=2048, n_threads=2, verbose=False)
+    return Llama(model_path=str(packaged_gguf()), n_ctx=2048, n_threads=2, verbose=False)
 
 
 @pytest.mark.slow

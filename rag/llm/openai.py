@@ -25,6 +25,10 @@ INSTALL_HINT = "the openai package is not installed; run: pip install openai"
 NO_KEY = "none"  # sent when RAG_LLM_API_KEY is unset: the client needs some string, local servers ignore it
 CONNECT_TIMEOUT_S = 5.0  # a server on the LAN accepts a connection in milliseconds; longer means it is not there
 RETRIES = 2  # extra attempts after a connection error or a 5xx, before the first token only
+# After the server could not be reached (connection error, timeout or 5xx after the retries),
+# questions skip it for this long and are answered without it at once, instead of each waiting
+# up to timeout_s for a machine that is off; then the next question tries again.
+DOWN_PAUSE_S = 15.0
 BACKOFF_S = 0.5  # first retry delay; doubles each time, with up to 25 % jitter
 CHARS_PER_TOKEN = 4  # count_tokens() estimate: English text averages ~4 characters per token
 MAX_CHARS_PER_PIECE = 64  # a streamed piece longer than this counts as several tokens (hostile servers)
@@ -58,16 +62,34 @@ class OpenAIGenerator:
     """
 
     def __init__(self, model: ModelSettings) -> None:
-        if not model.url:
-            raise ValueError("The openai backend needs a server URL: set RAG_LLM_URL, e.g. http://127.0.0.1:8080/v1")
-        if urlsplit(model.url).scheme not in ("http", "https"):
-            raise ValueError(f"RAG_LLM_URL must start with http:// or https://, not {public_url(model.url)!r}")
+        # Nothing is checked here: a pipeline builds its generator before it knows whether the
+        # LLM is needed, and a missing URL must not stop the extractive answers. warm_up() and
+        # generate() say what is wrong.
         self.settings = model
-        self.url = public_url(model.url)
+        self.url = public_url(model.url) if model.url else ""
         self._model_name = model.model
         self._client = None
         self._lock = threading.Lock()
         self._extra = dict(GREEDY_EXTRA)
+        self._down: tuple[float, str] | None = None  # (until when, why): the server failed to connect
+
+    def _check_url(self) -> None:
+        """Raises LLMError naming the setting to fix when the URL is missing or not http(s)."""
+        if not self.settings.url:
+            raise LLMError("the openai backend needs a server URL: set RAG_LLM_URL, e.g. http://127.0.0.1:8080/v1")
+        if urlsplit(self.settings.url).scheme not in ("http", "https"):
+            raise LLMError(f"RAG_LLM_URL must start with http:// or https://, not {self.url!r}")
+
+    def _check_up(self) -> None:
+        """Fail at once, with the last reason, while a server that could not be reached is left alone."""
+        down = self._down
+        if down is not None:
+            if time.monotonic() < down[0]:
+                raise LLMError(down[1])
+            self._down = None
+
+    def _mark_down(self, why: str) -> None:
+        self._down = (time.monotonic() + DOWN_PAUSE_S, why)
 
     def __repr__(self) -> str:
         return f"OpenAIGenerator(url={self.url!r}, model={self._model_name!r})"
@@ -101,11 +123,16 @@ class OpenAIGenerator:
         Raises:
             LLMError: the server cannot be reached or refuses; the message says which and why.
         """
+        self._check_url()
+        self._check_up()
         try:
             page = self.client.models.list(timeout=self._timeout(self.settings.timeout_s))
             names = [m.id for m in page.data if isinstance(getattr(m, "id", None), str)]
         except Exception as err:
-            raise LLMError(self._explain(err)) from None
+            why = self._explain(err)
+            if _unreachable(err):
+                self._mark_down(why)
+            raise LLMError(why) from None
         with self._lock:
             if self._model_name is None:
                 if not names:
@@ -138,6 +165,8 @@ class OpenAIGenerator:
         """
         if max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be at least 1, not {max_new_tokens}")
+        self._check_url()
+        self._check_up()
         self.client  # imports openai (~1 s) outside the timed budget, once
         started = time.perf_counter()
         deadline = started + self.settings.timeout_s
@@ -153,6 +182,7 @@ class OpenAIGenerator:
         events = 0
         first = 0.0
         finish = "stop"
+        finished = False  # a finish_reason arrived
         usage = None
         try:
             while True:
@@ -166,6 +196,11 @@ class OpenAIGenerator:
                 if item is _END:
                     if not events:
                         raise LLMError(f"malformed response from {self.url}: the stream held no events (not an OpenAI-compatible server?)")
+                    if not finished:
+                        # An OpenAI stream's last choice carries a finish_reason. Without one the
+                        # answer was cut off: llama_cpp.server does that to a running answer when
+                        # another request arrives, unless started with --interrupt_requests False.
+                        raise LLMError(f"{self.url} ended the answer without a finish_reason (cut off mid-answer)")
                     break
                 if isinstance(item, BaseException):
                     raise LLMError(self._explain(item)) from None
@@ -184,6 +219,7 @@ class OpenAIGenerator:
                         finish = "length"
                         break
                 if reason:
+                    finished = True
                     finish = "length" if reason == "length" else "stop"
         finally:
             cancel.set()  # the pump closes the stream at its next event (or its read timeout)
@@ -231,7 +267,10 @@ class OpenAIGenerator:
                 )
                 delay = BACKOFF_S * 2**attempt * (1 - 0.25 * random.random())
                 if not retryable or attempt >= RETRIES or time.perf_counter() + delay >= deadline:
-                    raise LLMError(self._explain(err)) from None
+                    why = self._explain(err)
+                    if _unreachable(err):
+                        self._mark_down(why)
+                    raise LLMError(why) from None
                 log.info("%s: %s; retrying in %.1f s", self.url, self._explain(err), delay)
                 attempt += 1
                 time.sleep(delay)
@@ -364,6 +403,25 @@ class _StopCutter:
             self.sent = upto
             if self.on_token is not None:
                 self.on_token(piece)
+
+
+def _unreachable(err: BaseException) -> bool:
+    """Whether the server is not there (or not working) at all, rather than slow or refusing this request."""
+    import httpx
+    import openai
+
+    if isinstance(err, openai.APITimeoutError):  # a slow answer is not a missing server; a slow connect is
+        return any(isinstance(e, httpx.ConnectTimeout) for e in _causes(err))
+    return isinstance(err, openai.APIConnectionError) or (isinstance(err, openai.APIStatusError) and err.status_code >= 500)
+
+
+def _causes(err: BaseException) -> list[BaseException]:
+    out = []
+    seen: BaseException | None = err
+    while seen is not None and len(out) < 20:
+        out.append(seen)
+        seen = seen.__cause__ or seen.__context__
+    return out
 
 
 def _root_cause(err: BaseException) -> str:
