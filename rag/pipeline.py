@@ -23,7 +23,7 @@ from .env import apply_env_defaults
 from .corpus import load_corpus
 from .embedding import Embedder, Encoder
 from .index import Index, ensure_index
-from .llm import Generator, OnToken, make_generator
+from .llm import Generator, LLMError, OnToken, make_generator
 from .prompt import build_messages
 from .retrieval import Retriever
 from .types import Answer, Citation, Evidence, Signals
@@ -31,6 +31,7 @@ from .types import Answer, Citation, Evidence, Signals
 log = logging.getLogger(__name__)
 
 REFUSAL_TEXT = "The articles don't say. I couldn't find this in the indexed articles."
+LLM_FAILED = "the LLM failed"  # how Answer.reason starts when the LLM could not answer and the passage is quoted
 _INVISIBLE = re.compile(r"[\u200b-\u200f\u202a-\u202e\u2060-\u2064\ufeff]")
 
 
@@ -143,8 +144,11 @@ class Pipeline:
         self.embedder.warm_up()
         self.embedder.encode_query("warm up")
         if self.settings.use_llm:
-            self.generator.warm_up()
-            self.generator.generate([{"role": "user", "content": "Hi"}], max_new_tokens=1)
+            try:
+                self.generator.warm_up()
+                self.generator.generate([{"role": "user", "content": "Hi"}], max_new_tokens=1)
+            except LLMError as err:  # not fatal: answers quote the passages, each saying why
+                log.error("%s: %s; answers quote the passages until it is back", LLM_FAILED, err)
 
     def title(self, doc_id: str) -> str:
         return self.index.documents[doc_id].title
@@ -191,10 +195,15 @@ class Pipeline:
             decision = Decision(route="extractive", reason="LLM disabled in settings")
         else:
             t = time.perf_counter()
-            generation = self.generator.generate(build_messages(query, chosen), s.max_new_tokens, on_token=on_token)
-            draft.timings.update(generate=time.perf_counter() - t, first_token=generation.first_token_s)
-            draft.prompt_tokens = generation.prompt_tokens
-            decision = self.policy.judge(query, chosen, generation.text, sig)
+            try:
+                generation = self.generator.generate(build_messages(query, chosen), s.max_new_tokens, on_token=on_token)
+            except LLMError as err:  # server down, refused, timed out: quote the passage instead
+                draft.timings["generate"] = time.perf_counter() - t
+                decision = Decision(route="extractive", reason=f"{LLM_FAILED}: {err}")
+            else:
+                draft.timings.update(generate=time.perf_counter() - t, first_token=generation.first_token_s)
+                draft.prompt_tokens = generation.prompt_tokens
+                decision = self.policy.judge(query, chosen, generation.text, sig)
         draft.timings["total"] = time.perf_counter() - t0
         return self._compose(draft, decision)
 

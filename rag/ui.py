@@ -14,7 +14,7 @@ from pydantic import BaseModel
 
 from .config import Settings
 from .followup import rewrite
-from .pipeline import Pipeline
+from .pipeline import LLM_FAILED, Pipeline
 from .lexicon import STOPWORDS
 from .text import words
 from .types import Answer, Citation, Document
@@ -227,6 +227,16 @@ def render_source(document: Document | None, citation: Citation | None = None) -
             f'<div class="rag-doc-meta">{html.escape(meta)}</div><div class="rag-doc">{body}</div></div>')
 
 
+def llm_failed_notice(reason: str) -> str:
+    """The line shown when the LLM could not answer and the passage was quoted instead.
+
+    >>> llm_failed_notice("the LLM failed: cannot connect to http://127.0.0.1:8080/v1: connection refused")
+    'The LLM did not answer (cannot connect to http://127.0.0.1:8080/v1: connection refused), so this answer quotes the passage.'
+    """
+    why = reason.removeprefix(LLM_FAILED).lstrip(": ")
+    return f"The LLM did not answer ({why}), so this answer quotes the passage."
+
+
 def answer_json(answer: Answer) -> dict[str, Any]:
     """The structured form the API returns: text, refused, citations, closest, searched, ...
 
@@ -270,6 +280,8 @@ def build(pipeline: Pipeline) -> gr.Blocks:
             yield message, render_messages(turns, show_sources), turns
             raise gr.Error(f"Answering failed: {err}") from err
         turn = Turn(id=(turns[-1].id + 1) if turns else 1, question=question, answer=stream.answer)
+        if turn.answer.route == "extractive" and turn.answer.reason.startswith(LLM_FAILED):
+            gr.Warning(llm_failed_notice(turn.answer.reason))
         turns = (list(turns) + [turn])[-MAX_TURNS:]
         yield "", render_messages(turns, show_sources), turns
 

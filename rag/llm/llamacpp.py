@@ -37,7 +37,12 @@ class LlamaCppGenerator:
         self._run_lock = threading.Lock()
 
     def warm_up(self) -> None:
-        """Load the GGUF (well under a second: it is memory-mapped)."""
+        """Load the GGUF (well under a second: it is memory-mapped).
+
+        Raises:
+            ImportError: llama-cpp-python is not installed.
+            ValueError: the GGUF has no chat template.
+        """
         if self._llm is not None:
             return
         with self._load_lock:
@@ -60,7 +65,8 @@ class LlamaCppGenerator:
             meta = llm.metadata
             template = meta.get("tokenizer.chat_template")
             if not template:
-                raise LLMError(f"{path.name} carries no chat template")
+                # a wrong model is a setting to fix, not an outage to answer around
+                raise ValueError(f"{path.name} carries no chat template: use an instruction-tuned (chat) model")
 
             def token_text(key: str) -> str:
                 tid = meta.get(key)
