@@ -47,13 +47,28 @@ def test_a_missing_model_file_says_what_it_needs(tmp_path):
         model_folder(ModelSettings(model=str(tmp_path)))
 
 
-def test_a_hugging_face_model_folder_loads_as_it_is(generator):
-    """The converted GGUF cache is a plain Hugging Face folder: loaded from there directly, the
-    backend must answer exactly as it does from the packaged GGUF."""
+def test_a_hugging_face_model_folder_loads_as_it_is(generator, pipeline, monkeypatch):
+    """RAG_LLM_MODEL=<folder>: the converted GGUF cache is a plain Hugging Face folder (config.json,
+    safetensors, a tokenizer with a chat template). Loaded from there by the transformers backend,
+    it must answer exactly as the packaged default does, alone and through the whole pipeline."""
     from rag.llm.gguf import cached_model_dir
-    from rag.llm.transformers import TransformersGenerator
+    from rag.llm.transformers import TransformersGenerator, model_folder
+    from rag.pipeline import Pipeline
+    from rag.prompt import build_messages
 
     folder = cached_model_dir(generator.settings)
-    direct = TransformersGenerator(generator.settings.model_copy(update={"model": str(folder)}))
-    messages = [{"role": "user", "content": "Say hello."}]
-    assert direct.generate(messages, 8).text == generator.generate(messages, 8).text
+    assert (folder / "config.json").exists() and list(folder.glob("*.safetensors"))
+    monkeypatch.setenv("RAG_LLM_MODEL", str(folder))
+    settings = pipeline.settings.model_copy(update={"llm_model": Settings().llm_model})
+    assert settings.model.model == str(folder) and settings.model.backend == "transformers"
+    from_folder = Pipeline(settings, index=pipeline.index, embedder=pipeline.embedder)  # builds its LLM from settings
+    direct = from_folder.generator
+    assert isinstance(direct, TransformersGenerator) and model_folder(direct.settings) == folder  # loaded as is, no conversion
+
+    question = "How much did Meta offer OpenAI engineers as signing bonuses?"
+    chosen = pipeline.policy.choose(question, pipeline.retriever.evidence(question, pipeline.retriever.candidates(question, 4), 3))
+    for messages, stop in ((build_messages(question, chosen), ("\n",)), ([{"role": "user", "content": "List three colours."}], ())):
+        mine, packaged = direct.generate(messages, 48, stop=stop), generator.generate(messages, 48, stop=stop)
+        assert mine.text.strip() and mine.text == packaged.text
+
+    assert from_folder.answer(question).model_dump(exclude={"timings"}) == pipeline.answer(question).model_dump(exclude={"timings"})
