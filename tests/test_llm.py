@@ -72,3 +72,25 @@ def test_a_hugging_face_model_folder_loads_as_it_is(generator, pipeline, monkeyp
         assert mine.text.strip() and mine.text == packaged.text
 
     assert from_folder.answer(question).model_dump(exclude={"timings"}) == pipeline.answer(question).model_dump(exclude={"timings"})
+
+
+RETENTION = ("The report also includes data asserting Anthropic had the highest AI talent retention rate (80 percent) at a "
+             "handful of AI companies for employees hired between 2021 and February 2023, followed by Google’s DeepMind "
+             "(78 percent), OpenAI (67 percent), Meta (64 percent), Cohere (64 percent), and Mosaic (63 percent).")
+
+
+def test_llamacpp_answers_a_repeated_prompt_as_the_first_time(llama_cpp_installed):
+    """llama.cpp keeps the KV cache of the last prompt; given the same prompt again it re-ran only
+    its last token, alone, and that 1-token batch rounds differently: this prompt's 48-token
+    answer changed the second time. The backend starts over on a repeat, so it does not."""
+    from rag.llm.llamacpp import LlamaCppGenerator
+    from rag.prompt import SYSTEM
+
+    g = LlamaCppGenerator(ModelSettings(backend="llamacpp", threads=2))
+    messages = [{"role": "system", "content": SYSTEM},
+                {"role": "user", "content": f"Passages:\n[1] {RETENTION}\n\nQuestion: What retention rate did Cohere have?"}]
+    other = [messages[0], {"role": "user", "content": "Passages:\n[1] Meta paid $14.3 billion.\n\nQuestion: What did Meta pay?"}]
+    first = g.generate(messages, 48).text
+    assert [g.generate(messages, 48).text, g.generate(messages, 48).text] == [first, first]
+    g.generate(other, 48)
+    assert g.generate(messages, 48).text == first

@@ -2,7 +2,7 @@
 
 It reads the quantised file directly (no conversion, no torch on the hot path) and reuses the
 KV cache of the previous prompt's common prefix, so the fixed system prompt is not recomputed
-between questions.
+between questions (except when the whole prompt repeats: see generate()).
 """
 
 from __future__ import annotations
@@ -103,6 +103,12 @@ class LlamaCppGenerator:
         first = 0.0
         reason = "stop"
         with self._run_lock:
+            llm = self._llm
+            if llm.n_tokens >= len(tokens) and list(llm.input_ids[: len(tokens)]) == tokens:  # type: ignore[union-attr]
+                # The same prompt again: llama.cpp would keep all of it and re-run only its last
+                # token, alone, and a 1-token batch takes another matmul path whose rounding can
+                # change a greedy answer. Start over, so an answer never depends on the last one.
+                llm.reset()  # type: ignore[union-attr]
             for chunk in self._llm.create_completion(  # type: ignore[union-attr]
                 tokens,
                 max_tokens=max_new_tokens,
