@@ -256,8 +256,8 @@ def llama_cpp_installed() -> None:
 
 
 @contextmanager
-def llama_server_running(log_dir: Path, n_threads: int = 2, port: int | None = None) -> Iterator[str]:
-    """`python -m llama_cpp.server` serving the packaged GGUF on 127.0.0.1; yields its ".../v1" URL.
+def llama_server_running(log_dir: Path, n_threads: int = 2, port: int | None = None) -> Iterator[App]:
+    """`python -m llama_cpp.server` serving the packaged GGUF on 127.0.0.1; yields its ".../v1" URL and pid.
 
     `--interrupt_requests False`: by default the server ends a running answer (with [DONE] and no
     finish_reason) as soon as another request arrives; concurrent users must each get theirs.
@@ -289,7 +289,7 @@ def llama_server_running(log_dir: Path, n_threads: int = 2, port: int | None = N
             if time.monotonic() > deadline:
                 raise RuntimeError(f"llama_cpp.server was not up after {LLAMA_SERVER_START_TIMEOUT_S} s:\n{log_path.read_text()[-3000:]}")
             time.sleep(0.3)
-        yield url
+        yield App(url=url, pid=proc.pid)
     finally:
         proc.terminate()
         try:
@@ -303,7 +303,7 @@ def llama_server_running(log_dir: Path, n_threads: int = 2, port: int | None = N
 def llama_server(tmp_path_factory, llama_cpp_installed) -> Iterator[str]:
     """Base URL (".../v1") of a running llama_cpp.server on loopback; stopped at session end."""
     try:
-        with llama_server_running(tmp_path_factory.mktemp("llama_server")) as url:
-            yield url
+        with llama_server_running(tmp_path_factory.mktemp("llama_server")) as server:
+            yield server.url
     except RuntimeError as err:  # the server did not start: say so, with its log
         pytest.fail(str(err))
