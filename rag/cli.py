@@ -43,7 +43,7 @@ def _cmd_ask(args: argparse.Namespace) -> int:
         for c in shown:
             where = f"page {c.page}, " if c.page is not None else ""
             print(f"  [{c.n}] {c.title} ({c.doc_id}, {where}chars {c.start}-{c.end})\n      \"{c.text}\"")
-    print(f"\n({answer.route}; {answer.timings.get('total', 0):.2f} s)")
+    print(f"\n({answer.route}: {answer.reason}; {answer.timings.get('total', 0):.2f} s)")  # why, e.g. which LLM server failed
     return 0
 
 

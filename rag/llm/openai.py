@@ -58,7 +58,12 @@ class OpenAIGenerator:
 
     Every call is bounded by `model.timeout_s` in total: connecting, waiting for the first
     token, and reading the rest. Connection errors and 5xx answers are retried with backoff
-    while time is left and before any text has arrived; anything else fails at once.
+    while time is left and before any text has arrived; anything else fails at once. A server
+    that could not be reached is left alone for DOWN_PAUSE_S, so the pipeline's quoted answers
+    come at once meanwhile.
+
+    Building one checks nothing and never fails; `warm_up()` and `generate()` raise LLMError
+    with what to fix (RAG_LLM_URL missing, the server unreachable, a wrong key, ...).
     """
 
     def __init__(self, model: ModelSettings) -> None:
