@@ -18,7 +18,11 @@ from pydantic import BaseModel
 from .citations import best_supporting, cited_numbers, drop_bad_markers, strip_markers
 from .config import Settings
 from .lexicon import NUMERIC_QUESTION, PERSON_QUESTION, REFUSAL_PHRASES, STOPWORDS
+from .phrasing import answer_kind, names_someone, template
+from .phrasing import check as check_phrasing
+from .phrasing import wants_person as asks_who
 from .prompt import REFUSAL
+from .reader import Reading, Span
 from .text import normalize, numbers, proper_names, stem, terms, words
 from .types import Evidence, Signals
 
@@ -87,7 +91,7 @@ class Decision(BaseModel):
 
     route: Literal["generated", "extractive", "refused"]
     reason: str
-    text: str = ""  # the checked answer with its [n] markers (route "generated" only)
+    text: str = ""  # the checked answer with its [n] markers (route "generated", or a span's template)
     cited: list[int] = []  # 1-based numbers of the chosen sentences it cites (route "generated" only)
 
 
@@ -131,6 +135,46 @@ class AnswerPolicy:
         if s.wants_person and not s.has_name:
             return "the question asks who, and the best passages name no one new"
         return None
+
+    # -- with the span reader -----------------------------------------------------------
+    def read_gate(self, reading: Reading) -> str | None:
+        """The reason to refuse after reading, or None when the reader found an answer."""
+        limit = self.settings.reader_no_answer
+        if reading.best is None:
+            return "the reader found no passage text to answer from"
+        if reading.no_answer >= limit:
+            return f"the reader found no answer in the passages (no-answer margin {reading.no_answer:.1f} >= {limit:g})"
+        return None
+
+    def pick_span(self, query: str, reading: Reading) -> Span | None:
+        """The reader's best span that fits the question: for a who-question one that names
+        someone (a role such as "the CEO of the lab" does not answer "who"), for a how-much
+        question one that holds a number. None when no span fits."""
+        if asks_who(query):
+            return next((sp for sp in reading.spans if names_someone(sp.text)), None)
+        if wants_number(query):
+            return next((sp for sp in reading.spans if numbers(sp.text)), None)
+        return reading.best
+
+    def wants_span(self, query: str) -> bool:
+        """Whether the answer should be the span in a short sentence: facts, numbers, names,
+        dates. Why/how questions and questions asking for several things keep the sentence route."""
+        return answer_kind(query) == "span"
+
+    def phrase(self, query: str, span: Span, passage: str, generated: str | None, cited: int = 1) -> Decision:
+        """The model's phrasing of the span if the check keeps it, else the span's template.
+        `cited`: how many sentences hold the span (one, rarely two); all are cited."""
+        marks = "".join(f"[{n}]" for n in range(1, cited + 1))
+        if generated is not None:
+            text = first_line(generated)
+            verdict = check_phrasing(text, span.text, passage, query, self.settings.max_answer_words)
+            if verdict.ok:
+                body = re.sub(r"\s*\[\d+\]", "", text).strip()
+                return Decision(route="generated", reason="the model's phrasing of the reader's span", text=f"{body} {marks}", cited=list(range(1, cited + 1)))
+            why = f"phrasing rejected ({verdict.why}); the span as found"
+        else:
+            why = "the span as found (LLM phrasing off)"
+        return Decision(route="extractive", reason=why, text=f"{template(span.text)} {marks}", cited=list(range(1, cited + 1)))
 
     def judge(self, query: str, chosen: list[Evidence], generated: str, s: Signals) -> Decision:
         """Keep the model's answer only if it passes the checks; otherwise quote the evidence.

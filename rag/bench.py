@@ -52,6 +52,7 @@ class ColdStart(BaseModel):
     import_s: float = Field(description="import rag and the pipeline module")
     embedder_load_s: float
     index_load_s: float = Field(description="load + verify the index, build the BM25 tables")
+    reader_load_s: float = Field(0.0, description="the span reader's weights, checked against their sha256")
     model_load_s: float = Field(description="LLM weights (from the converted cache)")
     first_answer_s: float = Field(description="the first question, all loaded")
     total_s: float = Field(description="spawn to first answer: what a user waits for")
@@ -62,6 +63,7 @@ class QuestionRun(BaseModel):
     question: str
     route: str
     retrieve_ms: float
+    read_ms: float = Field(0.0, description="the span reader over the retrieved chunks")
     first_token_s: float = Field(description="question in -> first streamed piece out (0 if none)")
     total_s: float
     prompt_tokens: int
@@ -80,6 +82,7 @@ class Warm(BaseModel):
     decode_tok_s: float = Field(description="tokens after the first / time after the first, over all answers")
     retrieval_p50_ms: float = Field(description="embed the question + dense/BM25 search + evidence sentences")
     retrieval_p95_ms: float
+    read_p50_ms: float = Field(0.0, description="the span reader, when it ran")
     embed_p50_ms: float = Field(description="the question's embedding alone, uncached")
     prompt_tokens_mean: float
     prompt_tokens_max: int
@@ -178,7 +181,7 @@ def measure_warm(pipeline, questions: list[str] = QUESTIONS) -> Warm:
 
     recorder = _Recording(pipeline.generator)
     # the same loaded parts, with the model observed
-    observed = Pipeline(pipeline.settings, retriever=pipeline.retriever, generator=recorder)
+    observed = Pipeline(pipeline.settings, retriever=pipeline.retriever, generator=recorder, reader=pipeline.reader)
     observed.warm_up()
     embed_ms = []
     for q in questions:  # the uncached embedding cost alone (encode() bypasses the cache)
@@ -205,6 +208,7 @@ def measure_warm(pipeline, questions: list[str] = QUESTIONS) -> Warm:
                 question=q,
                 route=answer.route,
                 retrieve_ms=round(answer.timings.get("retrieve", 0.0) * 1000, 2),
+                read_ms=round(answer.timings.get("read", 0.0) * 1000, 2),
                 first_token_s=round(first[0] if first else 0.0, 4),
                 total_s=round(total, 4),
                 prompt_tokens=gen.prompt_tokens if gen else 0,
@@ -225,6 +229,7 @@ def measure_warm(pipeline, questions: list[str] = QUESTIONS) -> Warm:
         decode_tok_s=round(decode_tokens / decode_time, 1) if decode_time else 0.0,
         retrieval_p50_ms=round(percentile([r.retrieve_ms for r in runs], 50), 2),
         retrieval_p95_ms=round(percentile([r.retrieve_ms for r in runs], 95), 2),
+        read_p50_ms=round(percentile([r.read_ms for r in runs if r.read_ms], 50), 2) if any(r.read_ms for r in runs) else 0.0,
         embed_p50_ms=round(percentile(embed_ms, 50), 2),
         prompt_tokens_mean=round(statistics.fmean([r.prompt_tokens for r in gens]), 1) if gens else 0.0,
         prompt_tokens_max=max((r.prompt_tokens for r in gens), default=0),
@@ -250,6 +255,9 @@ p.embedder.warm_up()
 marks["embedder"] = time.perf_counter()
 p.retriever.warm_up()
 marks["index"] = time.perf_counter()
+if settings.use_reader:
+    p.reader.warm_up()
+marks["reader"] = time.perf_counter()
 if settings.use_llm:
     p.generator.warm_up()
 marks["model"] = time.perf_counter()
@@ -283,7 +291,8 @@ def measure_cold(settings: Settings, question: str = QUESTIONS[0], timeout: floa
         import_s=round(m["import"] - c0, 3),
         embedder_load_s=round(m["embedder"] - m["import"], 3),
         index_load_s=round(m["index"] - m["embedder"], 3),
-        model_load_s=round(m["model"] - m["index"], 3),
+        reader_load_s=round(m["reader"] - m["index"], 3),
+        model_load_s=round(m["model"] - m["reader"], 3),
         first_answer_s=round(m["answer"] - m["model"], 3),
         total_s=round(out["t0"] - spawn + m["answer"] - c0, 3),
         peak_rss_mb=out["rss"],
@@ -319,6 +328,7 @@ def table(report: Report) -> str:
             ("cold: import rag", f"{c.import_s:.2f} s", ""),
             ("cold: embedder load", f"{c.embedder_load_s:.2f} s", ""),
             ("cold: index load (+BM25)", f"{c.index_load_s:.2f} s", ""),
+            ("cold: reader load", f"{c.reader_load_s:.2f} s", ""),
             ("cold: LLM load", f"{c.model_load_s:.2f} s", ""),
             ("cold: first answer", f"{c.first_answer_s:.2f} s", ""),
             ("cold: start -> first answer", f"{c.total_s:.2f} s", f"<= {TARGETS['cold_first_answer_s']:.0f} s"),
@@ -330,6 +340,7 @@ def table(report: Report) -> str:
         ("warm: answer p95", f"{w.e2e_p95_s:.2f} s", f"<= {TARGETS['e2e_p95_s']} s"),
         ("warm: decode", f"{w.decode_tok_s:.1f} tok/s", ""),
         ("warm: retrieval p50 / p95", f"{w.retrieval_p50_ms:.1f} / {w.retrieval_p95_ms:.1f} ms", f"<= {TARGETS['retrieval_p50_ms']:.0f} ms"),
+        ("warm: reader p50", f"{w.read_p50_ms:.1f} ms", ""),
         ("warm: question embedding p50", f"{w.embed_p50_ms:.1f} ms", ""),
         ("prompt tokens mean / max", f"{w.prompt_tokens_mean:.0f} / {w.prompt_tokens_max}", ""),
         ("new tokens mean", f"{w.new_tokens_mean:.1f}", ""),

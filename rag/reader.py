@@ -139,6 +139,7 @@ class Reader:
             from transformers.utils import logging as hf_logging
 
             hf_logging.set_verbosity_error()
+            hf_logging.disable_progress_bar()
             torch.set_num_threads(self.threads)
             tokenizer = AutoTokenizer.from_pretrained(self.folder)
             model = AutoModelForQuestionAnswering.from_pretrained(self.folder, dtype=torch.float32).eval()

@@ -36,7 +36,7 @@ class _BM25:
         self.default_idf = math.log(1 + (self.n + 0.5) / 0.5)
 
     def top(self, query_terms: list[str], k: int) -> tuple[np.ndarray, np.ndarray]:
-        """The k best-scoring rows with a positive score: (ids, scores), best first, ties by id."""
+        """The k best-scoring rows with a positive score: (row numbers, scores), best first, ties by row."""
         known = [t for t in query_terms if t in self.vocab]
         if not known:
             return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
@@ -62,7 +62,8 @@ class Retriever:
         self._lock = threading.Lock()
         self._chunk_bm25: _BM25 | None = None
         self._sentence_bm25: _BM25 | None = None
-        self._sentence_terms: list[set[str]] = []
+        self._chunk_ids = np.zeros(0, dtype=np.int64)  # BM25 row -> chunk id (ids have gaps after removals)
+        self._sentence_terms: dict[int, set[str]] = {}
 
     def warm_up(self) -> None:
         """Build the BM25 tables and the sentences' term sets now (~10 ms here), not on the first question."""
@@ -72,8 +73,9 @@ class Retriever:
         with self._lock:
             if self._chunk_bm25 is None:
                 self._chunk_bm25 = _BM25([c.text for c in self.index.chunks])
+                self._chunk_ids = np.asarray([c.chunk_id for c in self.index.chunks], dtype=np.int64)
                 self._sentence_bm25 = _BM25([s.text for s in self.index.sentences])
-                self._sentence_terms = [set(terms(s.text)) for s in self.index.sentences]
+                self._sentence_terms = {s.sentence_id: set(terms(s.text)) for s in self.index.sentences}
         return self._chunk_bm25, self._sentence_bm25  # type: ignore[return-value]
 
     def search(self, question: str, k: int) -> list[Hit]:
@@ -91,14 +93,16 @@ class Retriever:
         s = self.settings
         q = self.embedder.encode_query(question)
         _, dense_ids = self.index.chunk_store.search(q[None, :], s.rank_depth)
-        dense_ids = dense_ids[0][dense_ids[0] >= 0]
+        # -1 pads; an id the table lacks is a row a store on a server gained mid-update
+        dense_ids = np.asarray([i for i in dense_ids[0].tolist() if i >= 0 and self.index.has_chunk(i)], dtype=np.int64)
         fused: dict[int, float] = {}
         for rank, i in enumerate(dense_ids.tolist()):
             fused[i] = fused.get(i, 0.0) + 1.0 / (s.rrf_k + rank + 1)
         heads = [dense_ids[:extra].tolist()]
         bm25: dict[int, float] = {}
         if s.hybrid:
-            bm25_ids, bm25_scores = self._bm25()[0].top(terms(question), s.rank_depth)
+            bm25_rows, bm25_scores = self._bm25()[0].top(terms(question), s.rank_depth)
+            bm25_ids = self._chunk_ids[bm25_rows]
             bm25 = dict(zip(bm25_ids.tolist(), bm25_scores.tolist()))
             for rank, i in enumerate(bm25_ids.tolist()):
                 fused[i] = fused.get(i, 0.0) + 1.0 / (s.rrf_k + rank + 1)
@@ -108,7 +112,7 @@ class Retriever:
             top += [i for i in head if i not in top]
         cosines = self.index.chunk_store.get(np.asarray(top, dtype=np.int64)) @ q
         return [
-            Hit(chunk=self.index.chunks[i], score=fused[i], dense=float(d), bm25=bm25.get(i, 0.0))
+            Hit(chunk=self.index.chunk(i), score=fused[i], dense=float(d), bm25=bm25.get(i, 0.0))
             for i, d in zip(top, cosines.tolist())
         ]
 
@@ -120,23 +124,36 @@ class Retriever:
         chunks. Reading 1-3 sentences instead of whole chunks keeps the 135M model on topic
         and the prompt short (prefill time dominates on CPU).
         """
-        s = self.settings
-        q = self.embedder.encode_query(question)
-        weights = self._term_weights(question)
         best_rank: dict[int, int] = {}
         for rank, hit in enumerate(hits):
             for sid in self.index.chunk_sentences[hit.chunk.chunk_id]:
                 best_rank.setdefault(sid, rank)
+        return self.score_sentences(question, best_rank)[:n]
+
+    def score_sentences(self, question: str, best_rank: dict[int, int]) -> list[Evidence]:
+        """Score sentences (id -> rank of the best chunk holding it) as evidence, best first."""
         if not best_rank:
             return []
+        s = self.settings
+        q = self.embedder.encode_query(question)
+        weights = self._term_weights(question)
         ids = sorted(best_rank)
         dense = (self.index.sentence_store.get(np.asarray(ids, dtype=np.int64)) @ q).tolist()
         scored = []
         for sid, d in zip(ids, dense):
             overlap = _share(weights, self._sentence_terms[sid])
             scored.append((d + s.overlap_weight * overlap + s.rank_bonus / (1 + best_rank[sid]), d, overlap, sid))
-        best = sorted(scored, key=lambda row: -row[0])[:n]  # stable: ties keep sentence order
-        return [Evidence(sentence=self.index.sentences[sid], score=sc, dense=d, overlap=o) for sc, d, o, sid in best]
+        best = sorted(scored, key=lambda row: -row[0])  # stable: ties keep sentence order
+        return [Evidence(sentence=self.index.sentence(sid), score=sc, dense=d, overlap=o) for sc, d, o, sid in best]
+
+    def sentences_at(self, hit: Hit, start: int, end: int) -> list[int]:
+        """Ids of the sentences of `hit`'s chunk that overlap its characters start:end (a
+        reader's span lies in one sentence, rarely across two)."""
+        a, b = hit.chunk.start + start, hit.chunk.start + end
+        return [
+            sid for sid in self.index.chunk_sentences[hit.chunk.chunk_id]
+            if self.index.sentence(sid).start < b and self.index.sentence(sid).end > a
+        ]
 
     def coverage(self, question: str, evidence: list[Evidence]) -> float:
         """IDF-weighted share of the question's key terms found anywhere in the evidence."""

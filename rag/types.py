@@ -20,6 +20,7 @@ class Document(BaseModel):
     path: str
     sha256: str = Field(description="of the file's bytes, to notice a changed file")
     pages: list[int] = Field([], description="character offset in `text` where each page starts; empty if unpaged")
+    added_at: float = Field(0.0, description="when it entered the index (Unix time); 0 if unknown")
 
 
 class Chunk(BaseModel):
@@ -84,6 +85,7 @@ class Signals(BaseModel):
     has_number: bool = Field(description="a number in the chosen sentences that the question does not already give")
     wants_person: bool = Field(False, description="the question asks who")
     has_name: bool = Field(True, description="a capitalised name in the chosen sentences not in the question")
+    no_answer: float | None = Field(None, description="the reader's no-answer margin ([CLS] minus best span); None when it did not read")
 
 
 class Answer(BaseModel):
@@ -91,6 +93,7 @@ class Answer(BaseModel):
 
     question: str
     text: str
+    span: str = Field("", description="the short answer itself, as the reader found it verbatim ('64 percent'); empty when refused")
     citations: list[Citation] = []
     closest: list[Citation] = Field([], description="for a refusal: the nearest passages, shown as 'related'")
     refused: bool = False

@@ -7,6 +7,7 @@ import logging
 import re
 from collections import Counter
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import gradio as gr
@@ -14,6 +15,8 @@ from pydantic import BaseModel
 
 from .config import Settings
 from .followup import rewrite
+from .index import UpdateReport
+from .ingest import supported_suffixes
 from .pipeline import LLM_FAILED, Pipeline
 from .lexicon import STOPWORDS
 from .text import words
@@ -222,7 +225,8 @@ def render_source(document: Document | None, citation: Citation | None = None) -
     else:
         s, e = citation.start, citation.end
         body = f"{html.escape(text[:s])}<mark>{html.escape(text[s:e])}</mark>{html.escape(text[e:])}"
-        meta = f"[{citation.n}] {document.doc_id} · characters {s}–{e}"
+        page = f" · page {citation.page}" if citation.page is not None else ""
+        meta = f"[{citation.n}] {document.doc_id}{page} · characters {s}–{e}"
     return (f'<div class="rag-viewer"><div class="rag-doc-title">{html.escape(document.title)}</div>'
             f'<div class="rag-doc-meta">{html.escape(meta)}</div><div class="rag-doc">{body}</div></div>')
 
@@ -235,6 +239,18 @@ def llm_failed_notice(reason: str) -> str:
     """
     why = reason.removeprefix(LLM_FAILED).lstrip(": ")
     return f"The LLM did not answer ({why}), so this answer quotes the passage."
+
+
+def render_upload_report(report: UpdateReport) -> str:
+    """What an upload did: each file added, replaced, unchanged, or rejected with its reason."""
+    rows = [f"<li>added <b>{html.escape(d)}</b></li>" for d in report.added]
+    rows += [f"<li>replaced <b>{html.escape(d)}</b></li>" for d in report.replaced]
+    rows += [f"<li>unchanged <b>{html.escape(d)}</b> (already indexed)</li>" for d in report.unchanged]
+    rows += [
+        f'<li class="rag-rejected">rejected <b>{html.escape(p.name)}</b>: {html.escape(p.reason)}</li>'
+        for p in report.problems if p.action == "skipped"
+    ]
+    return f'<ul class="rag-upload-report">{"".join(rows)}</ul><div>Indexed in {report.seconds:.1f} s.</div>'
 
 
 def answer_json(answer: Answer) -> dict[str, Any]:
@@ -297,6 +313,24 @@ def build(pipeline: Pipeline) -> gr.Blocks:
             return gr.skip()
         return render_source(pipeline.index.documents.get(citation.doc_id), citation)
 
+    def upload(files: list[Any] | None, progress=gr.Progress()) -> str:
+        """Index the dropped files; the next question can cite them."""
+        if not files:
+            return ""
+        uploads = [(Path(f), Path(getattr(f, "orig_name", None) or f).name) for f in files]
+        progress(0, desc="Reading files")
+
+        def on_file(n: int, name: str) -> None:
+            progress(n / (len(uploads) + 1), desc=f"Reading {name}")
+
+        try:
+            report = pipeline.add_uploads(uploads, on_file=on_file)
+        except Exception as err:  # keep the app usable and say what failed
+            log.exception("upload failed")
+            raise gr.Error(f"Adding the files failed: {err}") from err
+        progress(1, desc="Indexed")
+        return render_upload_report(report)
+
     def toggle_sources(turns: list[Turn], show_sources: bool) -> tuple:
         return render_messages(turns, show_sources), gr.Column(visible=show_sources)
 
@@ -353,6 +387,12 @@ def build(pipeline: Pipeline) -> gr.Blocks:
                     send = gr.Button("Ask", variant="primary", scale=1, min_width=80, elem_id="rag-ask")
                 with gr.Row():
                     clear_btn = gr.Button("Clear chat", size="sm", elem_id="rag-clear")
+                with gr.Accordion("Add documents", open=False):
+                    files = gr.File(
+                        label=f"Drop files here ({', '.join(supported_suffixes())})", file_count="multiple",
+                        elem_id="rag-upload", type="filepath",
+                    )
+                    upload_status = gr.HTML("", elem_id="rag-upload-status")
                 with gr.Accordion("Settings", open=False):
                     top_k = gr.Slider(1, MAX_TOP_K, value=default_k, step=1, label="Passages retrieved (top-k)", elem_id="rag-topk")
                     show_sources = gr.Checkbox(True, label="Show sources", elem_id="rag-show-sources")
@@ -371,6 +411,7 @@ def build(pipeline: Pipeline) -> gr.Blocks:
             respond, ask_inputs, ask_outputs, api_visibility="private", **llm
         )
         viewer.click(open_source, turns, viewer, api_visibility="private", queue=False)
+        files.upload(upload, files, upload_status, api_name="upload", concurrency_limit=1, concurrency_id="index")
         show_sources.change(toggle_sources, [turns, show_sources], [chatbot, viewer_col], api_visibility="private", queue=False)
         clear_btn.click(clear, None, [chatbot, turns, box, viewer], api_visibility="private", queue=False)
         chatbot.clear(clear, None, [chatbot, turns, box, viewer], api_visibility="private", queue=False)

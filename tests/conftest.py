@@ -18,7 +18,7 @@ from typing import NamedTuple
 
 import pytest
 
-from fakes import HashEmbedder, ScriptedGenerator
+from fakes import HashEmbedder, ScriptedGenerator, ScriptedReader
 from rag.config import Settings
 from rag.env import apply_env_defaults
 from rag.embedding import Embedder
@@ -99,15 +99,18 @@ TINY_CORPUS = {
 
 @pytest.fixture
 def fake_pipeline(tmp_path, hash_embedder):
-    """make(reply, corpus=TINY_CORPUS, **settings) -> a Pipeline with the hash embedder and a
-    scripted LLM replying `reply` (`pipeline.generator`), its index built in tmp_path."""
+    """make(reply, corpus=TINY_CORPUS, reader=None, **settings) -> a Pipeline with the hash
+    embedder, a scripted LLM replying `reply` (`pipeline.generator`) and, if given, a scripted
+    reader (else the reader is off), its index built in tmp_path."""
 
-    def make(reply="The articles do not say.", corpus: dict[str, str] = TINY_CORPUS, **overrides) -> Pipeline:
+    def make(reply="The articles do not say.", corpus: dict[str, str] = TINY_CORPUS, reader: ScriptedReader | None = None, **overrides) -> Pipeline:
         root = tmp_path / f"p{len(list(tmp_path.iterdir()))}"
         (root / "corpus").mkdir(parents=True)
         for name, text in corpus.items():
             (root / "corpus" / name).write_text(text, encoding="utf-8")
-        return Pipeline(make_settings(root, **overrides), embedder=hash_embedder, generator=ScriptedGenerator(reply))
+        if reader is None:
+            overrides.setdefault("use_reader", False)  # the sentence route alone
+        return Pipeline(make_settings(root, **overrides), embedder=hash_embedder, generator=ScriptedGenerator(reply), reader=reader)
 
     return make
 

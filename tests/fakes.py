@@ -94,3 +94,30 @@ class ScriptedGenerator:
             total_s=0.002,
             finish_reason="stop" if len(out) < max_new_tokens else "length",
         )
+
+
+class ScriptedReader:
+    """Implements the reader's read(): finds the scripted span text verbatim in the passages.
+
+    `span` is the answer text to find (None: no span anywhere); `margin` is the no-answer
+    margin to report (low = sure the answer is there).
+    """
+
+    def __init__(self, span: str | None, margin: float = -10.0) -> None:
+        self.span = span
+        self.margin = margin
+        self.calls = 0
+
+    def warm_up(self) -> None:
+        pass
+
+    def read(self, question: str, passages: list[str]):
+        from rag.reader import Reading, Span
+
+        self.calls += 1
+        spans = []
+        for i, p in enumerate(passages):
+            at = p.find(self.span) if self.span else -1
+            if at >= 0:
+                spans.append(Span(passage=i, start=at, end=at + len(self.span), text=self.span, score=10.0 - i))
+        return Reading(spans=spans, no_answer=self.margin if spans else float("inf"))

@@ -12,6 +12,8 @@ from rag.answering import AnswerPolicy, first_line, is_refusal, signals
 from rag.config import Settings
 from rag.pipeline import REFUSAL_TEXT
 
+from fakes import ScriptedReader
+
 PAINT = "How much was paid by the council for the new paint?"
 PAINT_SENTENCE = "The council paid 4,000 dollars for the new paint."
 PURPLE = "Why was the zebra crossing on Elm Street repainted purple and gold?"
@@ -122,7 +124,8 @@ def test_overlong_question_is_rejected_before_anything_is_embedded(fake_pipeline
 
 def test_answer_json_shape(fake_pipeline):
     data = fake_pipeline("The council paid 4,000 dollars [1].").answer(PAINT).model_dump(mode="json")
-    assert set(data["signals"]) == {"dense", "coverage", "wants_number", "has_number", "wants_person", "has_name"}
+    assert set(data["signals"]) == {"dense", "coverage", "wants_number", "has_number", "wants_person", "has_name", "no_answer"}
+    assert data["span"] == ""  # no reader in this pipeline
     assert set(data["citations"][0]) >= {"n", "doc_id", "title", "chunk_id", "text", "start", "end", "score", "page"}
 
 
@@ -156,3 +159,65 @@ def test_first_line_and_refusal_phrases():
     assert first_line("") == "The articles do not say."
     assert first_line("  [1] Yes.\nNo") == "Yes. [1]"
     assert is_refusal("The passages don't mention it") and not is_refusal("Meta said no.")
+
+
+# -- the span reader's routes (scripted reader) -------------------------------------------
+FERRY = "How many passengers does the harbor ferry carry a day?"
+FERRY_SENTENCE = "The harbor ferry carries 300 passengers a day."
+
+
+def test_reader_span_phrased_by_the_model_is_kept(fake_pipeline):
+    p = fake_pipeline("The ferry carries 300 passengers a day.", reader=ScriptedReader("300"))
+    a = p.answer(FERRY)
+    assert a.route == "generated" and a.span == "300"
+    assert a.text == "The ferry carries 300 passengers a day. [1]"
+    assert a.citations[0].text == FERRY_SENTENCE  # the sentence holding the span, verbatim
+    assert "Answer: 300" in p.generator.calls[0][-1]["content"]  # the model was given the span
+    assert a.signals.no_answer == -10.0
+
+
+def test_phrasing_that_changes_the_span_falls_back_to_the_template(fake_pipeline):
+    a = fake_pipeline("The ferry carries 400 passengers a day.", reader=ScriptedReader("300")).answer(FERRY)
+    assert a.route == "extractive" and a.text == "300. [1]" and a.span == "300"
+    assert "does not contain the answer" in a.reason
+    assert a.citations[0].text == FERRY_SENTENCE
+
+
+def test_phrasing_naming_what_the_passage_lacks_falls_back(fake_pipeline):
+    a = fake_pipeline("Captain Nemo says the ferry carries 300 passengers.", reader=ScriptedReader("300")).answer(FERRY)
+    assert a.route == "extractive" and "names what the passage lacks: captain, nemo" in a.reason
+
+
+def test_reader_no_answer_margin_refuses(fake_pipeline):
+    p = fake_pipeline("never used", reader=ScriptedReader("300", margin=5.0))
+    a = p.answer(FERRY)
+    assert a.refused and a.span == "" and "no-answer margin 5.0 >= 4" in a.reason
+    assert p.generator.calls == []
+
+
+def test_the_threshold_is_a_setting(fake_pipeline):
+    a = fake_pipeline("The ferry carries 300 passengers a day.", reader=ScriptedReader("300", margin=5.0), reader_no_answer=6.0).answer(FERRY)
+    assert not a.refused and a.span == "300"
+
+
+def test_without_llm_the_span_template_is_the_answer(fake_pipeline):
+    p = fake_pipeline("never used", reader=ScriptedReader("300"), use_llm=False)
+    a = p.answer(FERRY)
+    assert a.route == "extractive" and a.text == "300. [1]" and p.generator.calls == []
+
+
+def test_who_question_needs_a_span_that_names_someone(fake_pipeline):
+    who = "Who has run the harbor ferry since 2010?"
+    named = fake_pipeline("Captain Bruno Lind has run the ferry since 2010.", reader=ScriptedReader("Captain Bruno Lind")).answer(who)
+    assert named.span == "Captain Bruno Lind" and named.route == "generated"
+    role = fake_pipeline("The captain [1].", reader=ScriptedReader("the ferry")).answer(who)
+    assert role.span == "" or role.span == "the ferry"
+    assert role.route != "generated" or "ferry" not in role.text.lower().split()[0]  # never answered with the role as a span
+
+
+def test_why_questions_keep_the_sentence_route(fake_pipeline):
+    why = "Why does the harbor ferry stop at Gull Island?"
+    p = fake_pipeline("The ferry stops at Gull Island twice a day [1].", reader=ScriptedReader("twice a day"))
+    a = p.answer(why)
+    assert "Answer:" not in p.generator.calls[0][-1]["content"]  # the evidence prompt, not the phrasing one
+    assert a.span == "twice a day"

@@ -16,6 +16,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from conftest import make_settings, running_app, TINY_CORPUS
+from fakes import ScriptedReader
 from rag.api import create_app
 from rag.llm import Generation, LLMError, Message, OnToken
 from rag.pipeline import LLM_FAILED, Pipeline
@@ -39,18 +40,28 @@ def down_url() -> str:
 
 @pytest.fixture
 def make_pipeline(tmp_path, hash_embedder):
-    def make(**overrides) -> Pipeline:
+    """make(generator=None, reader=None, **settings): the tiny corpus and the hash embedder; the
+    LLM built from settings unless given; a scripted reader, or none (the sentence route)."""
+
+    def make(generator=None, reader: ScriptedReader | None = None, **overrides) -> Pipeline:
         root = tmp_path / f"p{len(list(tmp_path.iterdir()))}"
         (root / "corpus").mkdir(parents=True)
         for name, text in TINY_CORPUS.items():
             (root / "corpus" / name).write_text(text, encoding="utf-8")
-        return Pipeline(make_settings(root, **overrides), embedder=hash_embedder)
+        if reader is None:
+            overrides.setdefault("use_reader", False)
+        return Pipeline(make_settings(root, **overrides), embedder=hash_embedder, generator=generator, reader=reader)
 
     return make
 
 
-def test_unreachable_server_starts_and_answers_by_quoting(make_pipeline, down_url, caplog):
-    p = make_pipeline(llm_backend="openai", llm_url=down_url, llm_model="any", llm_timeout_s=5)
+@pytest.mark.parametrize(
+    "reader, text",
+    [(None, f"{PAINT_SENTENCE} [1]"), (ScriptedReader("4,000 dollars"), "4,000 dollars. [1]")],
+    ids=["sentence-quoted", "reader-span-as-found"],
+)
+def test_unreachable_server_starts_and_answers_without_it(make_pipeline, down_url, caplog, reader, text):
+    p = make_pipeline(reader=reader, llm_backend="openai", llm_url=down_url, llm_model="any", llm_timeout_s=5)
     caplog.set_level(logging.ERROR, logger="rag.pipeline")
     p.warm_up()  # logs, does not raise
     (record,) = [r for r in caplog.records if r.name == "rag.pipeline"]
@@ -63,7 +74,7 @@ def test_unreachable_server_starts_and_answers_by_quoting(make_pipeline, down_ur
     assert time.perf_counter() - t < 2  # the server just failed: not asked again for a while
     assert (a.route, a.refused) == ("extractive", False)
     assert a.reason == f"{LLM_FAILED}: cannot connect to {down_url}: connection refused"
-    assert a.text == f"{PAINT_SENTENCE} [1]"
+    assert a.text == text
     (c,) = a.citations
     assert p.index.documents[c.doc_id].text[c.start : c.end] == c.text == PAINT_SENTENCE
     assert "generate" in a.timings
@@ -96,11 +107,8 @@ class FailsMidAnswer:
         raise LLMError("lost the connection to http://10.0.0.5:8080/v1 mid-answer")
 
 
-def test_a_failure_mid_stream_ends_in_the_quoted_answer(tmp_path, hash_embedder):
-    (tmp_path / "corpus").mkdir()
-    for name, text in TINY_CORPUS.items():
-        (tmp_path / "corpus" / name).write_text(text, encoding="utf-8")
-    p = Pipeline(make_settings(tmp_path), embedder=hash_embedder, generator=FailsMidAnswer())
+def test_a_failure_mid_stream_ends_in_the_quoted_answer(make_pipeline):
+    p = make_pipeline(generator=FailsMidAnswer())
     stream = p.stream(PAINT)
     assert list(stream) == ["The council "]  # what the UI showed while it streamed ...
     a = stream.answer  # ... is replaced by the checked answer, which says why

@@ -86,3 +86,14 @@ def test_a_chunk_only_bm25_ranks_first_still_reaches_the_evidence(pipeline):
     assert any("Uncapped podcast" in h.chunk.text for h in hits)
     evidence = pipeline.retriever.evidence(question, hits, pipeline.settings.evidence_k)
     assert "Uncapped podcast" in evidence[0].sentence.text
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("question,fact", ANSWERS)
+def test_fact_answers_are_short_and_their_span_is_in_the_cited_sentence(pipeline, question, fact):
+    a = pipeline.answer(question)
+    assert a.span, f"the reader found no span: {a.reason}"
+    assert matches(a.span, fact), a.span
+    assert any(a.span in c.text for c in a.citations), "the cited sentence holds the span verbatim"
+    assert len(a.text.split()) <= 30, a.text
+    assert a.signals.no_answer < pipeline.settings.reader_no_answer

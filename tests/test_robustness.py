@@ -257,7 +257,7 @@ def _shift_offsets(table: dict) -> None:
         (lambda b: _garble(b / "manifest.json"), "unreadable manifest"),
         (_manifest("format_version", 0), "index format v0"),
         (_manifest("embedding", {**HASH.identity().model_dump(), "sha256": "0" * 64}), "built with tests.fakes"),
-        (_manifest("store", "milvus"), "corrupt index files (ValueError: Unknown vector store 'milvus'"),
+        (_manifest("store", "nope"), "corrupt index files (ValueError: Unknown vector store 'nope'"),
         (_manifest("chunk_size", 64), "chunk settings changed"),
         (_table(lambda t: t["chunks"].pop()), "the chunk table disagrees with the vectors"),
         (_table(_shift_offsets), "the chunk table disagrees with its documents"),

@@ -16,6 +16,10 @@ __all__ = ["CONVERTERS", "ConversionError", "Converter", "Extracted", "Repair", 
 CONVERTERS: dict[str, str] = {
     ".txt": "rag.ingest.text:TextConverter",
     ".md": "rag.ingest.text:TextConverter",
+    ".html": "rag.ingest.html:HtmlConverter",
+    ".htm": "rag.ingest.html:HtmlConverter",
+    ".pdf": "rag.ingest.pdf:PdfConverter",
+    ".docx": "rag.ingest.docx:DocxConverter",
 }
 
 _cache: dict[str, Converter] = {}
@@ -39,3 +43,4 @@ def converter_for(path: Path) -> Converter:
         module, _, cls = target.partition(":")
         _cache[target] = getattr(importlib.import_module(module), cls)()
     return _cache[target]
+

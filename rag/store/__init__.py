@@ -15,6 +15,7 @@ __all__ = ["STORES", "StoreError", "VectorStore", "new_store", "open_store", "st
 # name -> "module:Class", imported only when chosen.
 STORES: dict[str, str] = {
     "faiss": "rag.store.faiss:FaissStore",
+    "milvus": "rag.store.milvus:MilvusStore",
 }
 
 
