@@ -133,7 +133,7 @@ def _cmd_ask(args: argparse.Namespace) -> int:
         for c in shown:
             where = f"page {c.page}, " if c.page is not None else ""
             print(f"  [{c.n}] {c.title} ({c.doc_id}, {where}chars {c.start}-{c.end})\n      \"{c.text}\"")
-    print(f"\n({answer.route}; {answer.timings.get('total', 0):.2f} s)")
+    print(f"\n({answer.route}: {answer.reason}; {answer.timings.get('total', 0):.2f} s)")  # why, e.g. which LLM server failed
     return 0
 
 
@@ -196,8 +196,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the numbers as JSON")
     p.set_defaults(func=_cmd_bench)
 
-    p = sub.add_parser("serve", help="start the chat UI")
-    p.add_argument("--host", default="127.0.0.1")
+    p = sub.add_parser("serve", help="start the chat UI and the OpenAI-compatible API (/v1) on one port")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind; 0.0.0.0 opens it to the network (set RAG_API_KEY)")
     p.add_argument("--port", type=int, default=7860)
     p.set_defaults(func=_cmd_serve)
     return parser

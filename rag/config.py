@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field, SecretStr, model_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .env import package_dir
@@ -47,10 +47,12 @@ class Settings(BaseSettings):
     llm_backend: str = Field(
         "transformers",
         validation_alias=AliasChoices("llm_backend", "rag_llm_backend", "rag_backend"),  # RAG_BACKEND: deprecated spelling
-        description="a name in rag.llm.BACKENDS: transformers (default) or llamacpp (faster, optional build)",
+        description="a name in rag.llm.BACKENDS: transformers (default), llamacpp (faster, optional build) or openai (a server)",
     )
-    llm_model: str | None = Field(None, description="a GGUF file or Hugging Face model folder; None = the packaged SmolLM2-135M GGUF")
-    llm_url: str | None = Field(None, description="base URL of an LLM server, for server backends")
+    llm_model: str | None = Field(
+        None, description="a GGUF file, a Hugging Face model folder or a server's model name; None = the packaged SmolLM2-135M GGUF"
+    )
+    llm_url: str | None = Field(None, description="base URL of an OpenAI-compatible server for the openai backend, e.g. http://127.0.0.1:8080/v1")
     llm_api_key: SecretStr | None = Field(None, description="that server's bearer token; never logged or shown")
     llm_dtype: Literal["bfloat16", "float32"] = Field("bfloat16", description="bf16 halves the weights with the same answers (benchmarks)")
     llm_threads: int = Field(default_factory=lambda: max(1, os.cpu_count() or 1), ge=1, description="torch/llama.cpp threads = cores")
@@ -94,10 +96,23 @@ class Settings(BaseSettings):
     reader_quantize: bool = Field(False, description="int8 linear layers: ~2x faster reading but changed spans (benchmarks/reader_speed.py)")
     phrase_new_tokens: int = Field(32, ge=1, le=256, description="one short sentence around the span; ~30 ms per token")
 
+    # -- serving --------------------------------------------------------------------------
+    api_key: SecretStr | None = Field(
+        None, description="bearer token the /v1 API of `rag serve` requires (RAG_API_KEY); None = open, as it binds 127.0.0.1"
+    )
+
     # -- limits ---------------------------------------------------------------------------
     max_question_chars: int = Field(2000, ge=10, description="longer questions are refused before any work")
     max_new_tokens: int = Field(48, ge=1, le=512, description="an answer over 25 words is rejected anyway; 10 tokens cost ~0.5 s")
     max_file_bytes: int = Field(5_000_000, ge=1, description="larger corpus files are skipped, by name")
+
+    @field_validator("api_key", "llm_api_key", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: object) -> object:
+        """RAG_API_KEY= (empty or spaces) means no key, not a key of spaces."""
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value
 
     @model_validator(mode="after")
     def _check(self) -> "Settings":

@@ -24,7 +24,7 @@ from .env import apply_env_defaults
 from .corpus import load_corpus
 from .embedding import Embedder, Encoder
 from .index import Index, UpdateReport, ensure_index
-from .llm import Generator, OnToken, make_generator
+from .llm import Generator, LLMError, OnToken, make_generator
 from .phrasing import messages as phrasing_messages
 from .prompt import build_messages
 from .reader import Reader, Span
@@ -34,6 +34,7 @@ from .types import Answer, Citation, Evidence, Signals
 log = logging.getLogger(__name__)
 
 REFUSAL_TEXT = "The articles don't say. I couldn't find this in the indexed articles."
+LLM_FAILED = "the LLM failed"  # how Answer.reason starts when the LLM could not answer and the answer was made without it
 _INVISIBLE = re.compile(r"[\u200b-\u200f\u202a-\u202e\u2060-\u2064\ufeff]")
 
 
@@ -78,6 +79,7 @@ class Draft(BaseModel):
     signals: Signals
     timings: dict[str, float] = {}
     prompt_tokens: int = 0
+    llm_failed: str = Field("", description="why the LLM gave no text (LLM_FAILED: its one-line error); empty when it answered")
 
 
 class Pipeline:
@@ -158,8 +160,11 @@ class Pipeline:
             self.reader.warm_up()
             self.reader.read("warm up", ["Warm up."])
         if self.settings.use_llm:
-            self.generator.warm_up()
-            self.generator.generate([{"role": "user", "content": "Hi"}], max_new_tokens=1)
+            try:
+                self.generator.warm_up()
+                self.generator.generate([{"role": "user", "content": "Hi"}], max_new_tokens=1)
+            except LLMError as err:  # not fatal: answers are made without it, each saying why
+                log.error("%s: %s; answers quote the passages until it is back", LLM_FAILED, err)
 
     # -- updating the index while serving ----------------------------------------------------
     def use_index(self, index: Index) -> None:
@@ -304,25 +309,37 @@ class Pipeline:
             passage = " ".join(e.sentence.text for e in span_evidence)
             generated = None
             if s.use_llm:
-                t = time.perf_counter()
-                generation = self.generator.generate(phrasing_messages(query, span.text, passage), s.phrase_new_tokens, on_token=on_token)
-                draft.timings.update(generate=time.perf_counter() - t, first_token=generation.first_token_s)
-                draft.prompt_tokens = generation.prompt_tokens
-                generated = generation.text
+                generated = self._generate(phrasing_messages(query, span.text, passage), s.phrase_new_tokens, on_token, draft)
             decision = self.policy.phrase(query, span, passage, generated, cited=len(span_evidence))
+            if draft.llm_failed:  # the span as found, saying why it was not phrased
+                decision.reason = draft.llm_failed
         elif not s.use_llm:
             decision = Decision(route="extractive", reason="LLM disabled in settings")
         else:
-            t = time.perf_counter()
-            generation = self.generator.generate(build_messages(query, chosen), s.max_new_tokens, on_token=on_token)
-            draft.timings.update(generate=time.perf_counter() - t, first_token=generation.first_token_s)
-            draft.prompt_tokens = generation.prompt_tokens
-            decision = self.policy.judge(query, chosen, generation.text, sig)
+            generated = self._generate(build_messages(query, chosen), s.max_new_tokens, on_token, draft)
+            if generated is None:  # quote the chosen sentence(s) instead
+                decision = Decision(route="extractive", reason=draft.llm_failed)
+            else:
+                decision = self.policy.judge(query, chosen, generated, sig)
         draft.timings["total"] = time.perf_counter() - t0
         answer = self._compose(draft, decision, retriever.index)
         if decision.route != "refused" and span is not None:
             answer.span = span.text
         return answer
+
+    def _generate(self, messages: list[dict[str, str]], max_new_tokens: int, on_token: OnToken | None, draft: Draft) -> str | None:
+        """The model's text, timed into `draft`; None when the LLM failed (server down, refused,
+        timed out), with the reason in `draft.llm_failed`: the answer is then made without it."""
+        t = time.perf_counter()
+        try:
+            generation = self.generator.generate(messages, max_new_tokens, on_token=on_token)
+        except LLMError as err:
+            draft.timings["generate"] = time.perf_counter() - t
+            draft.llm_failed = f"{LLM_FAILED}: {err}"
+            return None
+        draft.timings.update(generate=time.perf_counter() - t, first_token=generation.first_token_s)
+        draft.prompt_tokens = generation.prompt_tokens
+        return generation.text
 
     def stream(self, question: str, top_k: int | None = None, searched: str | None = None) -> "AnswerStream":
         """Iterate over the returned stream for the model's text pieces; its `answer` is the checked Answer.

@@ -17,7 +17,7 @@ from .config import Settings
 from .followup import rewrite
 from .index import UpdateReport
 from .ingest import supported_suffixes
-from .pipeline import Pipeline
+from .pipeline import LLM_FAILED, Pipeline
 from .lexicon import STOPWORDS
 from .text import words
 from .types import Answer, Citation, Document
@@ -231,6 +231,16 @@ def render_source(document: Document | None, citation: Citation | None = None) -
             f'<div class="rag-doc-meta">{html.escape(meta)}</div><div class="rag-doc">{body}</div></div>')
 
 
+def llm_failed_notice(reason: str) -> str:
+    """The line shown when the LLM could not answer and the passage was quoted instead.
+
+    >>> llm_failed_notice("the LLM failed: cannot connect to http://127.0.0.1:8080/v1: connection refused")
+    'The LLM did not answer (cannot connect to http://127.0.0.1:8080/v1: connection refused), so this answer quotes the passage.'
+    """
+    why = reason.removeprefix(LLM_FAILED).lstrip(": ")
+    return f"The LLM did not answer ({why}), so this answer quotes the passage."
+
+
 def render_upload_report(report: UpdateReport) -> str:
     """What an upload did: each file added, replaced, unchanged, or rejected with its reason."""
     rows = [f"<li>added <b>{html.escape(d)}</b></li>" for d in report.added]
@@ -286,6 +296,8 @@ def build(pipeline: Pipeline) -> gr.Blocks:
             yield message, render_messages(turns, show_sources), turns
             raise gr.Error(f"Answering failed: {err}") from err
         turn = Turn(id=(turns[-1].id + 1) if turns else 1, question=question, answer=stream.answer)
+        if turn.answer.route == "extractive" and turn.answer.reason.startswith(LLM_FAILED):
+            gr.Warning(llm_failed_notice(turn.answer.reason))
         turns = (list(turns) + [turn])[-MAX_TURNS:]
         yield "", render_messages(turns, show_sources), turns
 
@@ -412,11 +424,13 @@ def _example_text(evt: gr.SelectData) -> str:
 
 
 def launch(host: str = "127.0.0.1", port: int = 7860) -> None:
-    """Load the models and index (so the first user waits for nothing), then serve the chat."""
+    """Load the models and index (so the first user waits for nothing), then serve the chat and the API."""
     pipeline = Pipeline(Settings())
     log.info("warming up: loading the index and models")
     pipeline.warm_up()
     demo = build(pipeline)
     demo.queue(default_concurrency_limit=1, max_size=QUEUE_SIZE)
-    print(f"rag chat UI ready on http://{host}:{port}", flush=True)
-    demo.launch(server_name=host, server_port=port, css=CSS, show_error=True, footer_links=["api"])
+    print(f"rag chat UI ready on http://{host}:{port} (OpenAI-compatible API at /v1)", flush=True)
+    from .api import serve
+
+    serve(pipeline, demo, host=host, port=port, api_key=pipeline.settings.api_key, css=CSS, show_error=True, footer_links=["api"])

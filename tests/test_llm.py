@@ -18,7 +18,7 @@ def test_every_backend_is_a_generator_without_loading_anything():
 
 
 def test_unknown_backend_names_the_known_ones():
-    with pytest.raises(ValueError, match="choose one of: llamacpp, transformers"):
+    with pytest.raises(ValueError, match="choose one of: llamacpp, openai, transformers"):
         make_generator(ModelSettings(backend="nope"))
 
 
@@ -47,13 +47,50 @@ def test_a_missing_model_file_says_what_it_needs(tmp_path):
         model_folder(ModelSettings(model=str(tmp_path)))
 
 
-def test_a_hugging_face_model_folder_loads_as_it_is(generator):
-    """The converted GGUF cache is a plain Hugging Face folder: loaded from there directly, the
-    backend must answer exactly as it does from the packaged GGUF."""
+def test_a_hugging_face_model_folder_loads_as_it_is(generator, pipeline, monkeypatch):
+    """RAG_LLM_MODEL=<folder>: the converted GGUF cache is a plain Hugging Face folder (config.json,
+    safetensors, a tokenizer with a chat template). Loaded from there by the transformers backend,
+    it must answer exactly as the packaged default does, alone and through the whole pipeline."""
     from rag.llm.gguf import cached_model_dir
-    from rag.llm.transformers import TransformersGenerator
+    from rag.llm.transformers import TransformersGenerator, model_folder
+    from rag.pipeline import Pipeline
+    from rag.prompt import build_messages
 
     folder = cached_model_dir(generator.settings)
-    direct = TransformersGenerator(generator.settings.model_copy(update={"model": str(folder)}))
-    messages = [{"role": "user", "content": "Say hello."}]
-    assert direct.generate(messages, 8).text == generator.generate(messages, 8).text
+    assert (folder / "config.json").exists() and list(folder.glob("*.safetensors"))
+    monkeypatch.setenv("RAG_LLM_MODEL", str(folder))
+    settings = pipeline.settings.model_copy(update={"llm_model": Settings().llm_model})
+    assert settings.model.model == str(folder) and settings.model.backend == "transformers"
+    from_folder = Pipeline(settings, index=pipeline.index, embedder=pipeline.embedder)  # builds its LLM from settings
+    direct = from_folder.generator
+    assert isinstance(direct, TransformersGenerator) and model_folder(direct.settings) == folder  # loaded as is, no conversion
+
+    question = "How much did Meta offer OpenAI engineers as signing bonuses?"
+    chosen = pipeline.policy.choose(question, pipeline.retriever.evidence(question, pipeline.retriever.candidates(question, 4), 3))
+    for messages, stop in ((build_messages(question, chosen), ("\n",)), ([{"role": "user", "content": "List three colours."}], ())):
+        mine, packaged = direct.generate(messages, 48, stop=stop), generator.generate(messages, 48, stop=stop)
+        assert mine.text.strip() and mine.text == packaged.text
+
+    assert from_folder.answer(question).model_dump(exclude={"timings"}) == pipeline.answer(question).model_dump(exclude={"timings"})
+
+
+RETENTION = ("The report also includes data asserting Anthropic had the highest AI talent retention rate (80 percent) at a "
+             "handful of AI companies for employees hired between 2021 and February 2023, followed by Google’s DeepMind "
+             "(78 percent), OpenAI (67 percent), Meta (64 percent), Cohere (64 percent), and Mosaic (63 percent).")
+
+
+def test_llamacpp_answers_a_repeated_prompt_as_the_first_time(llama_cpp_installed):
+    """llama.cpp keeps the KV cache of the last prompt; given the same prompt again it re-ran only
+    its last token, alone, and that 1-token batch rounds differently: this prompt's 48-token
+    answer changed the second time. The backend starts over on a repeat, so it does not."""
+    from rag.llm.llamacpp import LlamaCppGenerator
+    from rag.prompt import SYSTEM
+
+    g = LlamaCppGenerator(ModelSettings(backend="llamacpp", threads=2))
+    messages = [{"role": "system", "content": SYSTEM},
+                {"role": "user", "content": f"Passages:\n[1] {RETENTION}\n\nQuestion: What retention rate did Cohere have?"}]
+    other = [messages[0], {"role": "user", "content": "Passages:\n[1] Meta paid $14.3 billion.\n\nQuestion: What did Meta pay?"}]
+    first = g.generate(messages, 48).text
+    assert [g.generate(messages, 48).text, g.generate(messages, 48).text] == [first, first]
+    g.generate(other, 48)
+    assert g.generate(messages, 48).text == first

@@ -15,6 +15,7 @@ __all__ = ["BACKENDS", "Generation", "Generator", "LLMError", "Message", "ModelS
 BACKENDS: dict[str, str] = {
     "transformers": "rag.llm.transformers:TransformersGenerator",
     "llamacpp": "rag.llm.llamacpp:LlamaCppGenerator",
+    "openai": "rag.llm.openai:OpenAIGenerator",
 }
 
 

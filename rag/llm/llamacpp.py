@@ -2,7 +2,7 @@
 
 It reads the quantised file directly (no conversion, no torch on the hot path) and reuses the
 KV cache of the previous prompt's common prefix, so the fixed system prompt is not recomputed
-between questions.
+between questions (except when the whole prompt repeats: see generate()).
 """
 
 from __future__ import annotations
@@ -37,7 +37,12 @@ class LlamaCppGenerator:
         self._run_lock = threading.Lock()
 
     def warm_up(self) -> None:
-        """Load the GGUF (well under a second: it is memory-mapped)."""
+        """Load the GGUF (well under a second: it is memory-mapped).
+
+        Raises:
+            ImportError: llama-cpp-python is not installed.
+            ValueError: the GGUF has no chat template.
+        """
         if self._llm is not None:
             return
         with self._load_lock:
@@ -60,7 +65,8 @@ class LlamaCppGenerator:
             meta = llm.metadata
             template = meta.get("tokenizer.chat_template")
             if not template:
-                raise LLMError(f"{path.name} carries no chat template")
+                # a wrong model is a setting to fix, not an outage to answer around
+                raise ValueError(f"{path.name} carries no chat template: use an instruction-tuned (chat) model")
 
             def token_text(key: str) -> str:
                 tid = meta.get(key)
@@ -97,6 +103,12 @@ class LlamaCppGenerator:
         first = 0.0
         reason = "stop"
         with self._run_lock:
+            llm = self._llm
+            if llm.n_tokens >= len(tokens) and list(llm.input_ids[: len(tokens)]) == tokens:  # type: ignore[union-attr]
+                # The same prompt again: llama.cpp would keep all of it and re-run only its last
+                # token, alone, and a 1-token batch takes another matmul path whose rounding can
+                # change a greedy answer. Start over, so an answer never depends on the last one.
+                llm.reset()  # type: ignore[union-attr]
             for chunk in self._llm.create_completion(  # type: ignore[union-attr]
                 tokens,
                 max_tokens=max_new_tokens,

@@ -69,7 +69,12 @@ class TransformersGenerator:
         self._run_lock = threading.Lock()
 
     def warm_up(self) -> None:
-        """Load the weights now (and convert the GGUF if this is the first start)."""
+        """Load the weights now (and convert the GGUF if this is the first start).
+
+        Raises:
+            FileNotFoundError: RAG_LLM_MODEL names neither a model folder nor a .gguf file.
+            ValueError: the model's tokenizer has no chat template.
+        """
         if self._model is not None:
             return
         with self._load_lock:
@@ -85,7 +90,8 @@ class TransformersGenerator:
             path = model_folder(self.settings)
             tokenizer = AutoTokenizer.from_pretrained(path)
             if not tokenizer.chat_template:
-                raise LLMError(f"{path} has no chat template in its tokenizer: use an instruction-tuned (chat) model")
+                # a wrong model is a setting to fix, not an outage to answer around
+                raise ValueError(f"{path} has no chat template in its tokenizer: use an instruction-tuned (chat) model")
             model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, self.settings.dtype))
             vocab = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
             self._newline_ids = frozenset(i for i, t in enumerate(vocab) if t and ("\n" in t or "\u010a" in t))  # byte-level BPE spells \n as U+010A
