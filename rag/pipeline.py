@@ -309,7 +309,7 @@ class Pipeline:
             passage = " ".join(e.sentence.text for e in span_evidence)
             generated = None
             if s.use_llm:
-                generated = self._generate(phrasing_messages(query, span.text, passage), s.phrase_new_tokens, on_token, draft)
+                generated = self._generate(phrasing_messages(query, span.text, passage), min(s.phrase_new_tokens, s.max_new_tokens), on_token, draft)
             decision = self.policy.phrase(query, span, passage, generated, cited=len(span_evidence))
             if draft.llm_failed:  # the span as found, saying why it was not phrased
                 decision.reason = draft.llm_failed

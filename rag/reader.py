@@ -100,6 +100,7 @@ class Reader:
         max_len: int = 192,
         stride: int = 64,
         max_answer_tokens: int = 30,
+        max_question_tokens: int = 64,
         threads: int = 2,
         quantize: bool = True,
     ) -> None:
@@ -109,16 +110,20 @@ class Reader:
             max_len: tokens per window, question included (the length it was trained at).
             stride: tokens shared by consecutive windows of a long passage.
             max_answer_tokens: longest span considered.
+            max_question_tokens: longer questions are cut to this many word pieces before reading.
             threads: CPU threads for the forward pass.
             quantize: int8 dynamic quantisation of the linear layers (faster on CPU; measured
                 in benchmarks/reader_speed.py).
         """
         if stride >= max_len // 2:
             raise ValueError("stride must be less than half of max_len.")
+        if max_question_tokens + stride >= max_len - 8:
+            raise ValueError("max_question_tokens + stride must leave room for the passage in max_len.")
         self.folder = folder or READER_DIR
         self.max_len = max_len
         self.stride = stride
         self.max_answer_tokens = max_answer_tokens
+        self.max_question_tokens = max_question_tokens
         self.threads = threads
         self.quantize = quantize
         self._model = None
@@ -148,6 +153,15 @@ class Reader:
             self._tokenizer = tokenizer
             self._model = model
 
+    def _clip_question(self, question: str) -> str:
+        """The question cut to `max_question_tokens` word pieces, so a window keeps room for the
+        passage (SQuAD questions are ~12 tokens; a 2,000-character question would fill it)."""
+        enc = self._tokenizer(question, add_special_tokens=False, return_offsets_mapping=True)
+        offsets = enc["offset_mapping"]
+        if len(offsets) <= self.max_question_tokens:
+            return question
+        return question[: offsets[self.max_question_tokens - 1][1]]
+
     def read(self, question: str, passages: list[str]) -> Reading:
         """Find the answer to `question` in `passages`.
 
@@ -160,6 +174,7 @@ class Reader:
         self.warm_up()
         import torch
 
+        question = self._clip_question(question)
         enc = self._tokenizer(
             [question] * len(passages),
             passages,

@@ -42,9 +42,9 @@ def test_bad_question_is_a_clear_error(client):
         client.predict(question="   ", api_name="/ask")
 
 
-def test_only_the_ask_endpoint_is_public(client):
+def test_only_the_ask_and_upload_endpoints_are_public(client):
     api = client.view_api(print_info=False, return_format="dict")
-    assert list(api["named_endpoints"]) == ["/ask"]
+    assert sorted(api["named_endpoints"]) == ["/ask", "/upload"]
     assert not api["unnamed_endpoints"]
 
 

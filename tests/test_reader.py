@@ -91,3 +91,10 @@ def test_missing_weights_and_manifest_are_clear_errors(tmp_path):
 def test_bad_settings_fail_early():
     with pytest.raises(ValueError, match="stride"):
         Reader(max_len=64, stride=40)
+
+
+@pytest.mark.slow
+def test_a_question_longer_than_a_window_is_cut_not_an_error(reader):
+    long_question = "Who opened the Harbour Bridge? " + "Please answer carefully and cite the passage. " * 60
+    best = reader.read(long_question, [PASSAGE]).best
+    assert best is not None and PASSAGE[best.start : best.end] == best.text
