@@ -17,10 +17,9 @@ from pydantic import BaseModel
 
 from .citations import best_supporting, cited_numbers, drop_bad_markers, strip_markers
 from .config import Settings
-from .lexicon import NUMERIC_QUESTION, PERSON_QUESTION, REFUSAL_PHRASES, STOPWORDS
+from .lexicon import NUMERIC_QUESTION, PERSON_QUESTION, PERSON_ROLE_QUESTION, REFUSAL_PHRASES, STOPWORDS
 from .phrasing import answer_kind, names_someone, template
 from .phrasing import check as check_phrasing
-from .phrasing import wants_person as asks_who
 from .prompt import REFUSAL
 from .reader import Reading, Span
 from .text import normalize, numbers, proper_names, stem, terms, words
@@ -38,13 +37,16 @@ def wants_number(question: str) -> bool:
     return bool(NUMERIC_QUESTION.search(normalize(question)))
 
 
-def wants_person(question: str) -> bool:
-    """Whether the question asks for a person.
+def wants_person(question: str, by_role: bool = False) -> bool:
+    """Whether the question asks for a person; with `by_role`, also by role ("which executive").
 
     >>> wants_person("Whose lab is it?"), wants_person("What lab is it?")
     (True, False)
+    >>> wants_person("Which executive left?"), wants_person("Which executive left?", by_role=True)
+    (False, True)
     """
-    return bool(PERSON_QUESTION.search(normalize(question)))
+    q = normalize(question)
+    return bool(PERSON_QUESTION.search(q) or (by_role and PERSON_ROLE_QUESTION.search(q)))
 
 
 def is_refusal(text: str) -> bool:
@@ -150,7 +152,7 @@ class AnswerPolicy:
         """The reader's best span that fits the question: for a who-question one that names
         someone (a role such as "the CEO of the lab" does not answer "who"), for a how-much
         question one that holds a number. None when no span fits."""
-        if asks_who(query):
+        if wants_person(query, by_role=True):
             return next((sp for sp in reading.spans if names_someone(sp.text)), None)
         if wants_number(query):
             return next((sp for sp in reading.spans if numbers(sp.text)), None)
@@ -169,7 +171,7 @@ class AnswerPolicy:
             text = first_line(generated)
             verdict = check_phrasing(text, span.text, passage, query, self.settings.max_answer_words)
             if verdict.ok:
-                body = re.sub(r"\s*\[\d+\]", "", text).strip()
+                body = strip_markers(text)
                 return Decision(route="generated", reason="the model's phrasing of the reader's span", text=f"{body} {marks}", cited=list(range(1, cited + 1)))
             why = f"phrasing rejected ({verdict.why}); the span as found"
         else:

@@ -23,7 +23,6 @@ its rows change in place, and the table flip is what a reader sees change (see `
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import json
 import logging
 import os
@@ -39,7 +38,7 @@ from pydantic import BaseModel, Field, ValidationError
 from .chunking import chunk_document
 from .config import Settings
 from .corpus import Corpus, CorpusProblem, content_key
-from .embedding import EmbeddingModel, Encoder
+from .embedding import EmbeddingModel, Encoder, file_sha256
 from .store import StoreError, VectorStore, new_store, open_store
 
 DEFAULT_STORE = "faiss"  # a new index's store when settings.store is None
@@ -164,7 +163,7 @@ class Index:
         self.chunk_store.save(build / "chunks")
         self.sentence_store.save(build / "sentences")
         (build / "table.json").write_text(self.table().model_dump_json(), encoding="utf-8")
-        files = {p.relative_to(build).as_posix(): _sha256(p) for p in sorted(build.rglob("*")) if p.is_file() and _checked(p)}
+        files = {p.relative_to(build).as_posix(): file_sha256(p) for p in sorted(build.rglob("*")) if p.is_file() and _checked(p)}
         self.manifest = self.manifest.model_copy(update={"files": files})
         (build / "manifest.json").write_text(self.manifest.model_dump_json(indent=2), encoding="utf-8")
         _fsync_dir(build)
@@ -557,7 +556,7 @@ def _read_build(build: Path) -> tuple[Manifest, Table]:
     try:
         for name, digest in manifest.files.items():
             path = build / name
-            if not path.exists() or _sha256(path) != digest:
+            if not path.exists() or file_sha256(path) != digest:
                 raise StaleIndex(f"{name} is missing, truncated or changed since the build")
         table = Table.model_validate_json((build / "table.json").read_text(encoding="utf-8"))
     except (ValidationError, ValueError, OSError) as err:
@@ -628,10 +627,6 @@ def _new_build_dir(index_dir: Path) -> Path:
     build = index_dir / f"build-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}-{time.monotonic_ns() % 10**6}"
     build.mkdir()
     return build
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _fsync_dir(path: Path) -> None:

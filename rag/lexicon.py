@@ -43,6 +43,18 @@ NUMERIC_QUESTION = re.compile(
 PERSON_QUESTION = re.compile(r"^\s*(who|whom|whose)\b")
 """A question that asks for a person."""
 
+PERSON_ROLE_QUESTION = re.compile(r"\bwhich (person|people|executive|researcher|scientist|engineer|ceo|founder|manager)\b")
+"""A question that asks for a person by role ("which executive ..."): the reader's span must name one."""
+
+EXPLAIN_QUESTION = re.compile(r"^\s*(why|how(?!\s+(many|much|long|old|big|large|far|often|tall|high)\b)|in what way|explain|describe)\b")
+"""A why/how question: answered with a sentence, not a span."""
+
+LIST_QUESTION = re.compile(r"\b(which|what) (two|three|four|five|\d+)\b|\blist\b|\bname (the|all|some)\b|\bwhat are (the|some)\b")
+"""A question asking for several things."""
+
+TWO_ASKS = re.compile(r",?\s+and\s+(?:(?:in|on|at|for|to|from|by|of|with)\s+)?(what|who|whom|which|how|when|where|why|whose)\b")
+"""A question that joins two questions ("..., and how much ...?")."""
+
 WH_WORDS = frozenset(
     "what which who whom whose when where why how did does do is are was were has have had can could will would should and but".split()
 )

@@ -12,11 +12,10 @@ import re
 
 from pydantic import BaseModel
 
-from .text import STOPWORDS, matches, normalize, numbers, words
+from .citations import strip_markers
+from .lexicon import EXPLAIN_QUESTION, LIST_QUESTION, TWO_ASKS
+from .text import matches, normalize, numbers, proper_names, words
 
-_EXPLAIN = re.compile(r"^\s*(why|how(?!\s+(many|much|long|old|big|large|far|often|tall|high)\b)|in what way|explain|describe)\b")
-_LIST = re.compile(r"\b(which|what) (two|three|four|five|\d+)\b|\blist\b|\bname (the|all|some)\b|\bwhat are (the|some)\b")
-_WHO = re.compile(r"^\s*(who|whom|whose)\b|\bwhich (person|people|executive|researcher|scientist|engineer|ceo|founder|manager)\b")
 
 
 class Phrasing(BaseModel):
@@ -36,24 +35,11 @@ def answer_kind(question: str) -> str:
 
     """
     q = normalize(question)
-    if _EXPLAIN.search(q):
+    if EXPLAIN_QUESTION.search(q):
         return "explain"
-    if _LIST.search(q) or _two_asks(q):
+    if LIST_QUESTION.search(q) or TWO_ASKS.search(q):
         return "list"
     return "span"
-
-
-def _two_asks(q: str) -> bool:
-    """A question that joins two questions ("..., and how much ...?")."""
-    return bool(re.search(r",?\s+and\s+(?:(?:in|on|at|for|to|from|by|of|with)\s+)?(what|who|whom|which|how|when|where|why|whose)\b", q))
-
-
-def wants_person(question: str) -> bool:
-    """
-    >>> wants_person("Who leads the lab?"), wants_person("What does the lab do?")
-    (True, False)
-    """
-    return bool(_WHO.search(normalize(question)))
 
 
 def names_someone(span: str) -> bool:
@@ -111,7 +97,7 @@ def check(text: str, span: str, passage: str, question: str, max_words: int) -> 
     >>> check("Google kept 64 percent.", "64 percent", "Cohere (64 percent)", "What did Cohere keep?", 30).why
     'it names what the passage lacks: google'
     """
-    body = re.sub(r"\[\d+\]", "", text).strip()
+    body = strip_markers(text)
     if not body:
         return Phrasing(ok=False, why="empty")
     if len(body.split()) > max_words:
@@ -121,18 +107,9 @@ def check(text: str, span: str, passage: str, question: str, max_words: int) -> 
     allowed = passage + " " + question + " " + span
     extra_numbers = sorted(numbers(body) - numbers(allowed))
     known = set(words(allowed))
-    extra_names = sorted(n for n in _names(body) if n not in known and n.rstrip("s") not in known)
+    # every name must be known, a sentence's first word too
+    extra_names = sorted(n for n in proper_names(body, sentence_starts=True) if n not in known and n.rstrip("s") not in known)
     if extra_numbers or extra_names:
         return Phrasing(ok=False, why="it names what the passage lacks: " + ", ".join(extra_numbers + extra_names))
     return Phrasing(ok=True)
 
-
-def _names(text: str) -> set[str]:
-    """Capitalised words, the first of a sentence too (unlike text.proper_names, which skips it
-    because a sentence's first word is capitalised anyway; here every name must be known).
-
-    >>> sorted(_names("Google kept it. The CEO said so."))
-    ['ceo', 'google']
-    """
-    return {normalize(t).split("'")[0] for t in re.findall(r"[^\W\d_]+(?:['’][^\W\d_]+)*", text)
-            if len(t) > 1 and t[0].isupper() and normalize(t) not in STOPWORDS}

@@ -10,7 +10,6 @@ the margin, the surer the reader is that the answer is there.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import threading
 from pathlib import Path
@@ -18,6 +17,7 @@ from pathlib import Path
 import numpy as np
 from pydantic import BaseModel, Field
 
+from .embedding import file_sha256
 from .spans import best_span
 
 READER_DIR = Path(__file__).resolve().parent / "models" / "reader"
@@ -49,14 +49,6 @@ class Reading(BaseModel):
     @property
     def best(self) -> Span | None:
         return self.spans[0] if self.spans else None
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def check_weights(folder: Path) -> dict:

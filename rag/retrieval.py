@@ -150,10 +150,8 @@ class Retriever:
         """Ids of the sentences of `hit`'s chunk that overlap its characters start:end (a
         reader's span lies in one sentence, rarely across two)."""
         a, b = hit.chunk.start + start, hit.chunk.start + end
-        return [
-            sid for sid in self.index.chunk_sentences[hit.chunk.chunk_id]
-            if self.index.sentence(sid).start < b and self.index.sentence(sid).end > a
-        ]
+        sentences = (self.index.sentence(sid) for sid in self.index.chunk_sentences[hit.chunk.chunk_id])
+        return [sent.sentence_id for sent in sentences if sent.start < b and sent.end > a]
 
     def coverage(self, question: str, evidence: list[Evidence]) -> float:
         """IDF-weighted share of the question's key terms found anywhere in the evidence."""

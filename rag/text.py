@@ -58,16 +58,20 @@ def numbers(text: str) -> set[str]:
     return found
 
 
-def proper_names(text: str) -> set[str]:
+def proper_names(text: str, sentence_starts: bool = False) -> set[str]:
     """Capitalised words that do not start a sentence: a cheap stand-in for named entities.
+    With `sentence_starts`, a sentence's capitalised first word counts too (where every name
+    must be accounted for, a false alarm on "Google kept it." is worse than on "It").
 
     >>> sorted(proper_names("He said Meta hired Alexandr Wang. The deal closed."))
     ['alexandr', 'meta', 'wang']
+    >>> sorted(proper_names("Google kept it. The CEO said so.", sentence_starts=True))
+    ['ceo', 'google']
     """
     names = set()
     for sentence in re.split(r"(?<=[.!?:])\s+|\n+", text):
         tokens = re.findall(r"[^\W\d_]+(?:['’][^\W\d_]+)*", sentence)
-        for token in tokens[1:]:
+        for token in tokens if sentence_starts else tokens[1:]:
             if len(token) > 1 and token[0].isupper() and token.lower() not in STOPWORDS:
                 names.add(normalize(token).split("'")[0])
     return names
