@@ -148,10 +148,7 @@ def running_app(root: Path, extra_docs: dict[str, str] | None = None, index_from
     (bounded wait); the process is killed at exit, and its log is shown on failure.
     """
     import os
-    import subprocess
     import sys
-    import time
-    import urllib.request
 
     corpus_dir = root / "corpus"
     shutil.copytree(CORPUS, corpus_dir)
@@ -169,26 +166,39 @@ def running_app(root: Path, extra_docs: dict[str, str] | None = None, index_from
         GRADIO_ANALYTICS_ENABLED="False",
     )
     log_path = root / "app.log"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "rag", "serve", "--port", str(port)], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT
-        )
+    cmd = [sys.executable, "-m", "rag", "serve", "--port", str(port)]
     url = f"http://127.0.0.1:{port}"
+    with server_process(cmd, url, log_path, APP_START_TIMEOUT_S, "the app", pytest.fail, cwd=REPO, env=env) as pid:
+        yield App(url=url, pid=pid)
+
+
+@contextmanager
+def server_process(cmd: list[str], probe: str, log_path: Path, timeout_s: float, what: str, fail, **popen) -> Iterator[int]:
+    """Run `cmd` (output to `log_path`) until `probe` answers 200, yield its pid, stop it after.
+
+    `fail(message)` is called, with the end of the log, if it exits early or is not up in time.
+    """
+    import subprocess
+    import time
+    import urllib.request
+
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, **popen)
     try:
-        deadline = time.monotonic() + APP_START_TIMEOUT_S
+        deadline = time.monotonic() + timeout_s
         while True:
             if proc.poll() is not None:
-                pytest.fail(f"the app exited with {proc.returncode}:\n{log_path.read_text()[-3000:]}")
+                fail(f"{what} exited with {proc.returncode}:\n{log_path.read_text()[-3000:]}")
             try:
-                with urllib.request.urlopen(url, timeout=2) as r:
+                with urllib.request.urlopen(probe, timeout=2) as r:
                     if r.status == 200:
                         break
             except OSError:
                 pass
             if time.monotonic() > deadline:
-                pytest.fail(f"the app was not up after {APP_START_TIMEOUT_S} s:\n{log_path.read_text()[-3000:]}")
-            time.sleep(0.5)
-        yield App(url=url, pid=proc.pid)
+                fail(f"{what} was not up after {timeout_s} s:\n{log_path.read_text()[-3000:]}")
+            time.sleep(0.3)
+        yield proc.pid
     finally:
         proc.terminate()
         try:
@@ -266,40 +276,20 @@ def llama_server_running(log_dir: Path, n_threads: int = 2, port: int | None = N
     finish_reason) as soon as another request arrives; concurrent users must each get theirs.
     The server has no parallel slots: it answers one request at a time, the others wait.
     """
-    import subprocess
-    import time
-    import urllib.request
+    import sys
 
     port = port or free_port()
     log_path = log_dir / "llama_server.log"
     cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(packaged_gguf()), "--host", "127.0.0.1",
            "--port", str(port), "--n_ctx", "2048", "--n_threads", str(n_threads), "--n_threads_batch", str(n_threads),
            "--interrupt_requests", "False"]
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/v1"
-    try:
-        deadline = time.monotonic() + LLAMA_SERVER_START_TIMEOUT_S
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"llama_cpp.server exited with {proc.returncode}:\n{log_path.read_text()[-3000:]}")
-            try:
-                with urllib.request.urlopen(f"{url}/models", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"llama_cpp.server was not up after {LLAMA_SERVER_START_TIMEOUT_S} s:\n{log_path.read_text()[-3000:]}")
-            time.sleep(0.3)
-        yield App(url=url, pid=proc.pid)
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+
+    def fail(message: str) -> None:
+        raise RuntimeError(message)
+
+    with server_process(cmd, f"{url}/models", log_path, LLAMA_SERVER_START_TIMEOUT_S, "llama_cpp.server", fail) as pid:
+        yield App(url=url, pid=pid)
 
 
 @pytest.fixture(scope="session")
