@@ -29,14 +29,20 @@ def _cmd_index(args: argparse.Namespace) -> int:
 
 
 def _open_index(settings):
-    """The index, built first from the corpus folder if there is none yet (updates need a base)."""
+    """The embedder, after making sure there is an index to update: one that exists with these
+    settings is left as it is (only its manifest is read; the corpus folder is synced when the
+    app starts), else it is built from the corpus folder first."""
     from .corpus import load_corpus
     from .embedding import Embedder
-    from .index import ensure_index
+    from .index import Index, StaleIndex, ensure_index
 
     embedder = Embedder.from_settings(settings)
-    corpus = load_corpus(settings.corpus_dir, settings.max_file_bytes)  # type: ignore[arg-type]
-    return ensure_index(corpus, embedder, settings, progress=True), embedder
+    try:
+        Index.load(settings.index_dir, lazy=True).check_settings(embedder, settings)
+    except StaleIndex:
+        corpus = load_corpus(settings.corpus_dir, settings.max_file_bytes)  # type: ignore[arg-type]
+        ensure_index(corpus, embedder, settings, progress=True)
+    return embedder
 
 
 def _cmd_add(args: argparse.Namespace) -> int:
@@ -45,7 +51,7 @@ def _cmd_add(args: argparse.Namespace) -> int:
 
     settings = Settings()
     files, problems = files_under([Path(p) for p in args.paths])
-    _, embedder = _open_index(settings)
+    embedder = _open_index(settings)
     documents = []
     for path in files:
         doc, found = read_document(path, settings.max_file_bytes)
@@ -59,7 +65,7 @@ def _cmd_add(args: argparse.Namespace) -> int:
     print(
         f"added {len(report.added)}, replaced {len(report.replaced)}, unchanged {len(report.unchanged)}, "
         f"rejected {len([p for p in report.problems if p.action in ('skipped',)])} in {report.seconds:.2f} s; "
-        f"index: {len(index.documents)} documents, {len(index.chunks)} chunks"
+        f"index: {len(index.manifest.documents)} documents, {index.manifest.n_chunks} chunks"
     )
     return 0 if documents or not problems else 1
 
@@ -68,9 +74,10 @@ def _cmd_remove(args: argparse.Namespace) -> int:
     from .index import update_index
 
     settings = Settings()
-    _, embedder = _open_index(settings)
+    embedder = _open_index(settings)
     index, report = update_index(settings, embedder, remove=list(args.doc_ids))
-    print(f"removed {', '.join(report.removed)} in {report.seconds:.2f} s; index: {len(index.documents)} documents, {len(index.chunks)} chunks")
+    m = index.manifest
+    print(f"removed {', '.join(report.removed)} in {report.seconds:.2f} s; index: {len(m.documents)} documents, {m.n_chunks} chunks")
     return 0
 
 
@@ -79,22 +86,18 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
     settings = Settings()
     try:
-        index = Index.load(settings.index_dir)  # type: ignore[arg-type]
+        m = Index.load(settings.index_dir, lazy=True).manifest  # type: ignore[arg-type]  # the catalogue: no segment is read
     except StaleIndex as why:
         print(f"error: no usable index at {settings.index_dir} ({why}); run `python -m rag index`", file=sys.stderr)
         return 2
-    per_doc: dict[str, int] = {}
-    for c in index.chunks:
-        per_doc[c.doc_id] = per_doc.get(c.doc_id, 0) + 1
-    rows = sorted(index.documents.values(), key=lambda d: (d.added_at, d.doc_id))
+    rows = sorted(m.documents, key=lambda d: (d.added_at, d.doc_id))
     if args.json:
-        print(json.dumps([{"doc_id": d.doc_id, "title": d.title, "chunks": per_doc.get(d.doc_id, 0), "pages": len(d.pages), "added_at": d.added_at, "path": d.path} for d in rows], indent=1))
+        print(json.dumps([{"doc_id": d.doc_id, "title": d.title, "chunks": d.chunks, "pages": d.pages, "added_at": d.added_at, "path": d.path} for d in rows], indent=1))
         return 0
     print(f"{'doc id':<32} {'chunks':>6} {'pages':>5}  {'added':<19}  title")
     for d in rows:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(d.added_at)) if d.added_at else "?"
-        print(f"{d.doc_id[:32]:<32} {per_doc.get(d.doc_id, 0):>6} {len(d.pages) or '':>5}  {when:<19}  {d.title[:60]}")
-    m = index.manifest
+        print(f"{d.doc_id[:32]:<32} {d.chunks:>6} {d.pages or '':>5}  {when:<19}  {d.title[:60]}")
     print(f"{len(rows)} documents, {m.n_chunks} chunks, {m.n_sentences} sentences in a {m.store} store at {settings.index_dir}")
     return 0
 
@@ -103,14 +106,14 @@ def _cmd_migrate(args: argparse.Namespace) -> int:
     from .index import Index, migrate_index
 
     settings = Settings()
-    before = Index.load(settings.index_dir)  # type: ignore[arg-type]
+    before = Index.load(settings.index_dir, lazy=True)  # type: ignore[arg-type]
     if before.manifest.store == args.to:
         print(f"the index is already in a {args.to} store")
         return 0
     start = time.perf_counter()
     index = migrate_index(settings, args.to, progress=True)
     print(
-        f"moved {len(index.chunks)} chunk and {len(index.sentences)} sentence vectors from {before.manifest.store} to {args.to} "
+        f"moved {index.manifest.n_chunks} chunk and {index.manifest.n_sentences} sentence vectors from {before.manifest.store} to {args.to} "
         f"in {time.perf_counter() - start:.1f} s; the index now uses {args.to}"
     )
     return 0

@@ -1,23 +1,29 @@
-"""The index: document/chunk/sentence tables + a manifest + two vector stores; build, add, remove, atomically.
+"""The index: immutable segments (tables, vectors, BM25 statistics) plus a manifest naming them.
 
 Layout under index/:
-    current -> build-<time>-<pid>/    (a symlink, flipped atomically after a complete build)
-    build-.../manifest.json          format version, store kind, embedding model, chunk settings, corpus hashes
-    build-.../table.json             documents (their text: the only source of offsets), chunks, sentences
-    build-.../chunks/, sentences/    the two vector stores, each saved by its store (rag/store/)
-    .lock                            held by the one process building
+    current -> build-<time>-<pid>/     a symlink, flipped atomically when an update is complete
+    build-.../manifest.json           format, store kind, embedding model, chunk settings, the
+                                      corpus files' hashes, every document (a catalogue), the
+                                      segments in id order and the documents removed from each
+    segments/<name>/segment.json      one segment: its counts, id range and files' sha256
+    segments/<name>/table.json        its documents (their text: the only source of offsets),
+                                      chunks, sentences and chunk -> sentences map
+    segments/<name>/terms.json, *_tf.npz   its BM25 statistics (rag/bm25.py)
+    segments/<name>/chunks/, sentences/    its two vector stores, each saved by its store kind
+    .lock                             held by the one process changing the index
 
-A build writes into a fresh folder and only then flips `current`, so a build that is killed
-part-way leaves the previous index untouched and loadable. A build holds an exclusive lock
-from creating its folder to the flip, so the clean-up after a build (which removes older
-builds and leftovers of killed ones) never deletes a folder that is still being written; the
-kernel drops the lock of a killed process, whose folder is then a leftover.
+A segment is written once and never changed, like a Lucene segment. Adding documents writes a
+new segment holding only them; removing one records its doc id in the manifest, and its rows
+are left out of every view, search and BM25 count from then on. So an update costs the new
+documents' embedding plus a manifest, not a copy of the index. Small segments are merged as they
+pile up (each new one is merged into the one before while it is at least half that one's
+size, which keeps about log2(n) segments), and a segment is rewritten without its removed
+documents once they are a fifth of it; both copy vectors and statistics, and never re-embed.
 
-An update (`update_index`: add, replace or remove documents) works the same way: it copies the
-live build's stores into a fresh folder, deletes and adds only the rows that change there, and
-flips `current`. Chunk and sentence ids are never reused or renumbered (the manifest keeps the
-next free ones), so the stores keep their keys. A store on a Milvus server has no files to copy:
-its rows change in place, and the table flip is what a reader sees change (see `update_index`).
+Every change writes its segment under a temporary name, renames it, writes a new build folder
+with the manifest, and only then flips `current`; all under an exclusive lock. A kill at any
+point leaves the previous manifest and its segments untouched; the next change removes what
+the killed one left (old builds and segments no manifest names).
 """
 
 from __future__ import annotations
@@ -27,30 +33,59 @@ import json
 import logging
 import os
 import shutil
+import threading
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
 from pydantic import BaseModel, Field, ValidationError
 
+from .bm25 import Lexicon, TermStats
 from .chunking import chunk_document
 from .config import Settings
 from .corpus import Corpus, CorpusProblem, content_key
 from .embedding import EmbeddingModel, Encoder, file_sha256
 from .store import StoreError, VectorStore, new_store, open_store
-
-DEFAULT_STORE = "faiss"  # a new index's store when settings.store is None
+from .store.segments import SegmentedStore
 from .types import Chunk, Document, Sentence
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 3  # v3: stable ids (not positions), next free ids, documents added and removed one by one
+DEFAULT_STORE = "faiss"  # a new index's store when settings.store is None
+FORMAT_VERSION = 4  # v4: segments; v3: one table and store pair per build
 CURRENT = "current"
 LOCK = ".lock"
+SEGMENTS = "segments"
 STORES = ("chunks", "sentences")
 EMBED_BATCH = 64  # texts per embedding call: the progress bar moves at least this often
+MERGE_RATIO = 0.5  # merge the newest segment into the one before while it is at least this share of it
+COMPACT_SHARE = 0.2  # rewrite a segment without its removed documents once they are this share of its chunks
+COMPACT_SMALL = 2_000  # ... or at once, when it is this small (a cheap rewrite; exact BM25 statistics sooner)
+
+
+class DocEntry(BaseModel):
+    """A document as the manifest lists it: enough to plan an update and list the index
+    without reading any segment."""
+
+    doc_id: str
+    title: str
+    path: str
+    sha256: str
+    content: str = Field(description="content_key of its text: a copy under another name is a duplicate")
+    added_at: float
+    segment: str
+    chunks: int
+    sentences: int
+    pages: int = 0
+
+
+class SegmentRef(BaseModel):
+    name: str
+    removed: list[str] = Field([], description="doc ids of this segment that are no longer in the index")
 
 
 class Manifest(BaseModel):
@@ -66,8 +101,22 @@ class Manifest(BaseModel):
     n_sentences: int
     next_chunk_id: int = Field(description="ids below this were used once and are never given out again")
     next_sentence_id: int
-    files: dict[str, str]  # artefact path in the build -> sha256, to catch a truncated or swapped file
+    segments: list[SegmentRef]
+    documents: list[DocEntry] = Field(description="the live documents, in table order")
     built_at: float
+
+
+class SegmentMeta(BaseModel):
+    format_version: int
+    name: str
+    store: str
+    dim: int
+    n_documents: int
+    n_chunks: int
+    n_sentences: int
+    first_chunk_id: int = Field(description="every chunk id of the segment is at least this")
+    first_sentence_id: int
+    files: dict[str, str]  # path in the segment -> sha256, to catch a truncated or swapped file
 
 
 class Table(BaseModel):
@@ -81,26 +130,193 @@ class StaleIndex(Exception):
     """The index on disk cannot be used as-is; the message says why (and so why it is rebuilt)."""
 
 
+class Segment:
+    """One immutable segment: its table, BM25 statistics and two stores.
+
+    Opened from its folder it reads only segment.json; the rest is read (and checked against
+    the hashes) on first use, so an update that does not touch a segment never reads it.
+    """
+
+    def __init__(self, meta: SegmentMeta, folder: Path | None = None, table: Table | None = None,
+                 stats: TermStats | None = None, stores: tuple[VectorStore, VectorStore] | None = None) -> None:
+        self.meta = meta
+        self.name = meta.name
+        self.folder = folder
+        self._table, self._stats, self._stores = table, stats, stores
+        self._lock = threading.Lock()
+
+    @classmethod
+    def new(cls, kind: str, dim: int, table: Table, stats: TermStats, chunk_vectors: np.ndarray, sentence_vectors: np.ndarray,
+            first_chunk_id: int, first_sentence_id: int) -> "Segment":
+        """A segment in memory (saved by `save`), its stores filled with the given rows."""
+        chunk_store, sentence_store = new_store(kind, dim), new_store(kind, dim)
+        chunk_store.add(np.asarray([c.chunk_id for c in table.chunks], dtype=np.int64), chunk_vectors)
+        sentence_store.add(np.asarray([s.sentence_id for s in table.sentences], dtype=np.int64), sentence_vectors)
+        meta = SegmentMeta(
+            format_version=FORMAT_VERSION, name=f"seg-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}", store=kind, dim=dim,
+            n_documents=len(table.documents), n_chunks=len(table.chunks), n_sentences=len(table.sentences),
+            first_chunk_id=first_chunk_id, first_sentence_id=first_sentence_id, files={},
+        )
+        return cls(meta, None, table, stats, (chunk_store, sentence_store))
+
+    @classmethod
+    def open(cls, folder: Path, manifest: Manifest) -> "Segment":
+        try:
+            meta = SegmentMeta.model_validate_json((folder / "segment.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError, ValidationError) as err:
+            raise StaleIndex(f"segment {folder.name} is missing or unreadable ({err.__class__.__name__})") from err
+        if (meta.format_version, meta.name, meta.store, meta.dim) != (FORMAT_VERSION, folder.name, manifest.store, manifest.dim):
+            raise StaleIndex(f"segment {folder.name} does not belong to this index")
+        return cls(meta, folder)
+
+    def save(self, segments_dir: Path) -> None:
+        """Write the segment's folder; segment.json (with every file's hash) last, so a folder
+        without it is a leftover of a killed write."""
+        assert self._table is not None and self._stats is not None and self._stores is not None
+        folder = segments_dir / self.name
+        folder.mkdir(parents=True)
+        self._stores[0].save(folder / "chunks")
+        self._stores[1].save(folder / "sentences")
+        (folder / "table.json").write_text(self._table.model_dump_json(), encoding="utf-8")
+        self._stats.save(folder)
+        files = {p.relative_to(folder).as_posix(): file_sha256(p) for p in sorted(folder.rglob("*")) if p.is_file() and _checked(p)}
+        self.meta = self.meta.model_copy(update={"files": files})
+        _write_atomic(folder / "segment.json", self.meta.model_dump_json(indent=1))
+        _fsync_dir(folder)
+        self.folder = folder
+
+    def load(self) -> "Segment":
+        """Read everything now (once). Raises StaleIndex for missing, damaged or inconsistent files."""
+        with self._lock:
+            if self._stores is not None:
+                return self
+            folder = self.folder
+            assert folder is not None
+            try:
+                for name, digest in self.meta.files.items():
+                    path = folder / name
+                    if not path.exists() or file_sha256(path) != digest:
+                        raise StaleIndex(f"{self.name}/{name} is missing, truncated or changed since it was written")
+                table = Table.model_validate_json((folder / "table.json").read_text(encoding="utf-8"))
+                stats = TermStats.load(folder)
+            except (ValidationError, ValueError, OSError) as err:
+                raise StaleIndex(f"corrupt index files in {self.name} ({err.__class__.__name__}: {err})") from err
+            m = self.meta
+            if (len(table.documents), len(table.chunks), len(table.sentences)) != (m.n_documents, m.n_chunks, m.n_sentences):
+                raise StaleIndex(f"the chunk table of {self.name} disagrees with its segment.json")
+            if len(table.chunk_sentences) != len(table.chunks):
+                raise StaleIndex(f"the chunk -> sentences map of {self.name} disagrees with its chunk table")
+            if stats.chunk_tf.shape[0] != m.n_chunks or stats.sentence_tf.shape[0] != m.n_sentences:
+                raise StaleIndex(f"the term statistics of {self.name} disagree with its chunk table")
+            _check_spans(table, m)
+            try:
+                stores = (open_store(m.store, folder / "chunks", m.dim), open_store(m.store, folder / "sentences", m.dim))
+            except (ValueError, StoreError, OSError) as err:
+                raise StaleIndex(f"corrupt index files ({err.__class__.__name__}: {err})") from err
+            if stores[0].count() != m.n_chunks or stores[1].count() != m.n_sentences:
+                raise StaleIndex("the chunk table disagrees with the vectors")
+            self._table, self._stats, self._stores = table, stats, stores
+            return self
+
+    @property
+    def table(self) -> Table:
+        return self.load()._table  # type: ignore[return-value]
+
+    @property
+    def stats(self) -> TermStats:
+        return self.load()._stats  # type: ignore[return-value]
+
+    @property
+    def chunk_store(self) -> VectorStore:
+        return self.load()._stores[0]  # type: ignore[index]
+
+    @property
+    def sentence_store(self) -> VectorStore:
+        return self.load()._stores[1]  # type: ignore[index]
+
+    @property
+    def loaded(self) -> bool:
+        return self._stores is not None
+
+    def close(self) -> None:
+        for store in self._stores or ():
+            if hasattr(store, "close"):
+                store.close()
+
+
 class Index:
-    """The tables that map vectors back to source text, and the stores holding the vectors.
+    """A version of the index: the manifest and its segments, seen as one set of tables and stores.
 
     Row ids in the stores are chunk and sentence ids: stable across updates, increasing in table
     order, with gaps where documents were removed. Look rows up by id with `chunk()` and
-    `sentence()`. Document texts live here (in the table), so every offset, citation and the
-    viewer read them from one place. An Index is never changed once built: an update makes a
-    new one, so a question running on this one sees one consistent version.
+    `sentence()`. Document texts live here (in the tables), so every offset, citation and the
+    viewer read them from one place. An Index is never changed: an update makes a new one
+    (sharing the unchanged segments), so a question running on this one sees one version.
     """
 
-    def __init__(self, manifest: Manifest, table: Table, chunk_store: VectorStore, sentence_store: VectorStore) -> None:
+    def __init__(self, manifest: Manifest, segments: list[Segment]) -> None:
+        if [s.name for s in segments] != [r.name for r in manifest.segments]:
+            raise ValueError("the segments must be the manifest's, in its order")
         self.manifest = manifest
-        self.documents = {d.doc_id: d for d in table.documents}
-        self.chunks = table.chunks
-        self.sentences = table.sentences
-        self.chunk_sentences = {c.chunk_id: sids for c, sids in zip(table.chunks, table.chunk_sentences)}
-        self._chunks = {c.chunk_id: c for c in table.chunks}
-        self._sentences = {s.sentence_id: s for s in table.sentences}
-        self.chunk_store = chunk_store
-        self.sentence_store = sentence_store
+        self.segments = segments
+        self._removed = [set(r.removed) for r in manifest.segments]
+
+    # -- the views (computed on first use) ------------------------------------------------
+    def _live(self):
+        """Per segment: (segment, removed doc ids, live chunk rows mask, live sentence rows mask)."""
+        for seg, gone in zip(self.segments, self._removed):
+            t = seg.table
+            if gone:
+                chunks = np.fromiter((c.doc_id not in gone for c in t.chunks), dtype=bool, count=len(t.chunks))
+                sentences = np.fromiter((s.doc_id not in gone for s in t.sentences), dtype=bool, count=len(t.sentences))
+            else:
+                chunks, sentences = np.ones(len(t.chunks), dtype=bool), np.ones(len(t.sentences), dtype=bool)
+            yield seg, gone, chunks, sentences
+
+    @cached_property
+    def _views(self):
+        documents: dict[str, Document] = {}
+        chunks: list[Chunk] = []
+        sentences: list[Sentence] = []
+        chunk_sentences: dict[int, list[int]] = {}
+        masks = []
+        for seg, gone, live_chunks, live_sentences in self._live():
+            t = seg.table
+            documents.update((d.doc_id, d) for d in t.documents if d.doc_id not in gone)
+            if gone:
+                chunks += [c for c, keep in zip(t.chunks, live_chunks) if keep]
+                sentences += [s for s, keep in zip(t.sentences, live_sentences) if keep]
+                chunk_sentences.update((c.chunk_id, sids) for c, sids, keep in zip(t.chunks, t.chunk_sentences, live_chunks) if keep)
+            else:
+                chunks += t.chunks
+                sentences += t.sentences
+                chunk_sentences.update((c.chunk_id, sids) for c, sids in zip(t.chunks, t.chunk_sentences))
+            masks.append((seg, t, live_chunks, live_sentences))
+        return documents, chunks, sentences, chunk_sentences, masks
+
+    @property
+    def documents(self) -> dict[str, Document]:
+        return self._views[0]
+
+    @property
+    def chunks(self) -> list[Chunk]:
+        return self._views[1]
+
+    @property
+    def sentences(self) -> list[Sentence]:
+        return self._views[2]
+
+    @property
+    def chunk_sentences(self) -> dict[int, list[int]]:
+        return self._views[3]
+
+    @cached_property
+    def _chunks(self) -> dict[int, Chunk]:
+        return {c.chunk_id: c for c in self.chunks}
+
+    @cached_property
+    def _sentences(self) -> dict[int, Sentence]:
+        return {s.sentence_id: s for s in self.sentences}
 
     def chunk(self, chunk_id: int) -> Chunk:
         """The chunk with this id. Raises KeyError if there is none (e.g. removed)."""
@@ -113,6 +329,35 @@ class Index:
     def has_chunk(self, chunk_id: int) -> bool:
         return chunk_id in self._chunks
 
+    @cached_property
+    def chunk_store(self) -> SegmentedStore:
+        return self._store(0)
+
+    @cached_property
+    def sentence_store(self) -> SegmentedStore:
+        return self._store(1)
+
+    def _store(self, which: int) -> SegmentedStore:
+        stores, firsts, removed = [], [], []
+        for seg, t, live_chunks, live_sentences in self._views[4]:
+            if which == 0:
+                stores.append(seg.chunk_store)
+                firsts.append(seg.meta.first_chunk_id)
+                removed.append(np.asarray([c.chunk_id for c, keep in zip(t.chunks, live_chunks) if not keep], dtype=np.int64))
+            else:
+                stores.append(seg.sentence_store)
+                firsts.append(seg.meta.first_sentence_id)
+                removed.append(np.asarray([s.sentence_id for s, keep in zip(t.sentences, live_sentences) if not keep], dtype=np.int64))
+        return SegmentedStore(stores, firsts, removed, self.manifest.dim)
+
+    @cached_property
+    def lexicon(self) -> Lexicon:
+        """BM25 over the live chunks and IDF over the live sentences, from the segments' statistics."""
+        parts = []
+        for seg, t, live_chunks, live_sentences in self._views[4]:
+            parts.append((seg.stats, np.asarray([c.chunk_id for c in t.chunks], dtype=np.int64), live_chunks, live_sentences))
+        return Lexicon(parts)
+
     def table(self) -> Table:
         return Table(
             documents=list(self.documents.values()),
@@ -121,51 +366,69 @@ class Index:
             chunk_sentences=[self.chunk_sentences[c.chunk_id] for c in self.chunks],
         )
 
+    def close(self) -> None:
+        """Release the stores' connections (a Milvus Lite server); FAISS stores hold none."""
+        for seg in self.segments:
+            seg.close()
+
+    def prepare(self) -> "Index":
+        """Compute every view, store and the BM25 lexicon now (what the first question would)."""
+        self._chunks, self._sentences, self.chunk_store, self.sentence_store, self.lexicon  # noqa: B018
+        return self
+
+    def check(self) -> "Index":
+        """Read every segment and check it and the manifest agree. Raises StaleIndex if not."""
+        for seg in self.segments:
+            seg.load()
+        catalogue = {d.doc_id: d for d in self.manifest.documents}
+        if set(catalogue) != set(self.documents):
+            raise StaleIndex("the manifest's documents disagree with its segments")
+        if (self.manifest.n_chunks, self.manifest.n_sentences) != (len(self.chunks), len(self.sentences)):
+            raise StaleIndex("the chunk table disagrees with the manifest")
+        if self.chunk_store.count() != len(self.chunks) or self.sentence_store.count() != len(self.sentences):
+            raise StaleIndex("the chunk table disagrees with the vectors")
+        return self
+
     # -- building -------------------------------------------------------------------------
     @classmethod
     def build(cls, corpus: Corpus, embedder: Encoder, settings: Settings, progress: bool = False) -> "Index":
-        """Chunk every document and embed chunks and sentences into new stores of `settings.store`."""
+        """Chunk and embed every document into one new segment of `settings.store` (not saved yet)."""
         now = time.time()
         documents = [d.model_copy(update={"added_at": d.added_at or now}) for d in corpus.documents]
-        rows = _rows_of(documents, embedder, settings, 0, 0, progress)
-        dim = int(rows.chunk_vectors.shape[1])
         kind = settings.store or DEFAULT_STORE
-        chunk_store = new_store(kind, dim)
-        chunk_store.add(rows.chunk_ids(), rows.chunk_vectors)
-        sentence_store = new_store(kind, dim)
-        sentence_store.add(rows.sentence_ids(), rows.sentence_vectors)
+        segment = _new_segment(documents, embedder, settings, kind, 0, 0, progress)
         manifest = Manifest(
             format_version=FORMAT_VERSION,
             store=kind,
             embedding=embedder.identity(),
-            dim=dim,
+            dim=segment.meta.dim,
             chunk_size=settings.chunk_size,
             chunk_overlap=settings.chunk_overlap,
             corpus={Path(d.path).name: d.sha256 for d in documents},
-            n_chunks=len(rows.chunks),
-            n_sentences=len(rows.sentences),
-            next_chunk_id=len(rows.chunks),
-            next_sentence_id=len(rows.sentences),
-            files={},
+            n_chunks=segment.meta.n_chunks,
+            n_sentences=segment.meta.n_sentences,
+            next_chunk_id=segment.meta.n_chunks,
+            next_sentence_id=segment.meta.n_sentences,
+            segments=[SegmentRef(name=segment.name)],
+            documents=_entries(segment),
             built_at=now,
         )
-        table = Table(documents=documents, chunks=rows.chunks, sentences=rows.sentences, chunk_sentences=rows.chunk_sentences)
-        return cls(manifest, table, chunk_store, sentence_store)
+        return cls(manifest, [segment])
 
     # -- saving / loading -----------------------------------------------------------------
     def save(self, index_dir: Path) -> Path:
-        """Write a complete build folder, then flip `index_dir/current` to it atomically."""
+        """Write the segments not yet on disk and a build folder with the manifest, then flip
+        `index_dir/current` to it atomically."""
         with _locked(index_dir):
-            return self._save_locked(index_dir, _new_build_dir(index_dir))
+            return self._save_locked(index_dir)
 
-    def _save_locked(self, index_dir: Path, build: Path) -> Path:
-        """Fill `build`, flip `current` to it, remove older builds. The caller holds the lock."""
-        self.chunk_store.save(build / "chunks")
-        self.sentence_store.save(build / "sentences")
-        (build / "table.json").write_text(self.table().model_dump_json(), encoding="utf-8")
-        files = {p.relative_to(build).as_posix(): file_sha256(p) for p in sorted(build.rglob("*")) if p.is_file() and _checked(p)}
-        self.manifest = self.manifest.model_copy(update={"files": files})
-        (build / "manifest.json").write_text(self.manifest.model_dump_json(indent=2), encoding="utf-8")
+    def _save_locked(self, index_dir: Path) -> Path:
+        """The caller holds the lock."""
+        build = _new_build_dir(index_dir)  # a kill from here on leaves only leftovers
+        for seg in self.segments:
+            if seg.folder is None:
+                seg.save(index_dir / SEGMENTS)
+        _write_atomic(build / "manifest.json", self.manifest.model_dump_json(indent=1))
         _fsync_dir(build)
         link = index_dir / f".{CURRENT}.tmp-{os.getpid()}"
         if link.is_symlink() or link.exists():
@@ -173,12 +436,13 @@ class Index:
         os.symlink(build.name, link)
         os.replace(link, index_dir / CURRENT)  # the atomic step
         _fsync_dir(index_dir)
-        _remove_old_builds(index_dir, keep=build.name)
+        _remove_unused(index_dir, keep=build.name, manifest=self.manifest)
         return build
 
     @classmethod
-    def load(cls, index_dir: Path) -> "Index":
-        """Load `index_dir/current`, checking every artefact against the manifest.
+    def load(cls, index_dir: Path, reuse: "Index | None" = None, lazy: bool = False) -> "Index":
+        """Open `index_dir/current`: the manifest, and its segments (those of `reuse` that are
+        the same are shared, not read again). Unless `lazy`, every segment is read and checked now.
 
         `current` is resolved once, so a build that flips it meanwhile cannot mix two builds.
 
@@ -186,32 +450,16 @@ class Index:
             StaleIndex: missing, truncated, corrupt or inconsistent files.
         """
         build = (index_dir / CURRENT).resolve()
-        manifest, table = _read_build(build)
-        try:
-            chunk_store = open_store(manifest.store, build / "chunks", manifest.dim)
-            sentence_store = open_store(manifest.store, build / "sentences", manifest.dim)
-        except (ValueError, StoreError, OSError) as err:
-            raise StaleIndex(f"corrupt index files ({err.__class__.__name__}: {err})") from err
-        if chunk_store.count() != len(table.chunks) or sentence_store.count() != len(table.sentences):
-            raise StaleIndex("the chunk table disagrees with the vectors")
-        _check_counts(manifest, table)
-        return cls(manifest, table, chunk_store, sentence_store)
+        manifest = _read_manifest(build)
+        known = {s.name: s for s in reuse.segments} if reuse is not None and reuse.manifest.store == manifest.store else {}
+        segments = [known.get(ref.name) or Segment.open(index_dir / SEGMENTS / ref.name, manifest) for ref in manifest.segments]
+        index = cls(manifest, segments)
+        return index if lazy else index.check()
 
     def check_settings(self, embedder: Encoder, settings: Settings) -> None:
         """Raises StaleIndex when the embedding model, the store or the chunk settings changed:
         vectors or chunks made another way cannot be mixed, so that means a full rebuild."""
-        m = self.manifest
-        model = embedder.identity()
-        if m.embedding != model:
-            raise StaleIndex(f"built with {m.embedding}, settings use {model}")
-        if settings.store is not None and m.store != settings.store:
-            raise StaleIndex(
-                f"built into a {m.store} store, settings use {settings.store} (`python -m rag migrate --to {settings.store}` moves the vectors without re-embedding)"
-            )
-        if (m.chunk_size, m.chunk_overlap) != (settings.chunk_size, settings.chunk_overlap):
-            raise StaleIndex(
-                f"chunk settings changed ({m.chunk_size}/{m.chunk_overlap} -> {settings.chunk_size}/{settings.chunk_overlap})"
-            )
+        _check_settings(self.manifest, embedder, settings)
 
     def check_fresh(self, corpus: Corpus, embedder: Encoder, settings: Settings) -> None:
         """Raises StaleIndex when the corpus, the embedding model, the store or the chunk settings changed."""
@@ -234,6 +482,18 @@ class Index:
         return add, sorted(set(m.corpus) - now)
 
 
+def _check_settings(m: Manifest, embedder: Encoder, settings: Settings) -> None:
+    model = embedder.identity()
+    if m.embedding != model:
+        raise StaleIndex(f"built with {m.embedding}, settings use {model}")
+    if settings.store is not None and m.store != settings.store:
+        raise StaleIndex(
+            f"built into a {m.store} store, settings use {settings.store} (`python -m rag migrate --to {settings.store}` moves the vectors without re-embedding)"
+        )
+    if (m.chunk_size, m.chunk_overlap) != (settings.chunk_size, settings.chunk_overlap):
+        raise StaleIndex(f"chunk settings changed ({m.chunk_size}/{m.chunk_overlap} -> {settings.chunk_size}/{settings.chunk_overlap})")
+
+
 class UpdateReport(BaseModel):
     """What one `update_index` call did, by name."""
 
@@ -242,6 +502,7 @@ class UpdateReport(BaseModel):
     removed: list[str] = Field([], description="doc ids removed")
     unchanged: list[str] = Field([], description="files already indexed with the same bytes")
     problems: list[CorpusProblem] = Field([], description="files not indexed, with the reason")
+    merged: int = Field(0, description="segments merged or rewritten by this update")
     seconds: float = 0.0
 
 
@@ -252,20 +513,20 @@ def update_index(
     remove: list[str] = (),  # type: ignore[assignment]
     progress: bool = False,
     forget_corpus_files: list[str] = (),  # type: ignore[assignment]
+    base: Index | None = None,
 ) -> tuple[Index, UpdateReport]:
     """Add, replace and remove documents without touching the others; atomically.
 
-    Only the documents in `add` are chunked and embedded. A document whose source path is
-    already indexed replaces it (or is skipped when its sha256 is the same); one whose text is
-    already indexed from another file is a duplicate and is reported, not added. `remove` takes
-    doc ids; removing one deletes its vectors and table rows. A removed file from the corpus
-    folder is remembered as excluded, so start-up does not add it back.
+    Only the documents in `add` are chunked and embedded, into one new segment. A document whose
+    source path is already indexed replaces it (or is skipped when its sha256 is the same); one
+    whose text is already indexed from another file is a duplicate and is reported, not added.
+    `remove` takes doc ids; a removed document's rows leave every search at once. A removed file
+    from the corpus folder is remembered as excluded, so start-up does not add it back.
 
-    The update copies the live build's stores into a new build folder and changes only that
-    copy, then flips `current`: a reader sees the old index or the new one, and a crash leaves
-    the old one. On a Milvus server (no files) the rows change in place: new ids are added
-    before the flip (an old table never names them, so readers skip them), removed ones are
-    deleted after it.
+    The plan is made from the manifest alone; old segments are read only to be merged. `base`,
+    an Index of this folder already in memory (the app's), lends its loaded segments, so the
+    returned Index is ready at once; without it, the returned Index reads its segments on first
+    use.
 
     Raises:
         StaleIndex: there is no usable index, or it was built with other settings (rebuild it).
@@ -277,34 +538,33 @@ def update_index(
     corpus_dir = settings.corpus_dir.resolve() if settings.corpus_dir else None
     report = UpdateReport()
     with _locked(index_dir):
-        live = (index_dir / CURRENT).resolve()
-        manifest, table = _read_build(live)
-        _check_counts(manifest, table)
-        base = Index(manifest, table, _NoStore(), _NoStore())  # the tables only, to plan the change
-        base.check_settings(embedder, settings.model_copy(update={"store": None}))
-        unknown = [doc_id for doc_id in remove if doc_id not in base.documents]
+        old = Index.load(index_dir, reuse=base, lazy=True)
+        manifest = old.manifest
+        _check_settings(manifest, embedder, settings.model_copy(update={"store": None}))
+        catalogue = {d.doc_id: d for d in manifest.documents}
+        unknown = [doc_id for doc_id in remove if doc_id not in catalogue]
         if unknown:
             raise KeyError(f"not in the index: {', '.join(unknown)} (see `python -m rag list`)")
         drop: set[str] = set(remove)
-        by_path = {_resolved(d.path): d for d in base.documents.values()}
-        by_content = {content_key(d.text): d.doc_id for d in base.documents.values()}
-        taken = set(base.documents)
+        by_path = {_resolved(d.path): d for d in catalogue.values()}
+        by_content = {d.content: d.doc_id for d in catalogue.values()}
+        taken = set(catalogue)
         new_docs: list[Document] = []
         now = time.time()
         for doc in add:
             name = Path(doc.path).name
-            old = by_path.get(_resolved(doc.path))
-            if old is not None and old.doc_id not in drop and old.sha256 == doc.sha256:
+            prior = by_path.get(_resolved(doc.path))
+            if prior is not None and prior.doc_id not in drop and prior.sha256 == doc.sha256:
                 report.unchanged.append(name)
                 continue
             owner = by_content.get(content_key(doc.text))
-            if owner is not None and owner not in drop and (old is None or owner != old.doc_id):
+            if owner is not None and owner not in drop and (prior is None or owner != prior.doc_id):
                 report.problems.append(CorpusProblem(name=name, action="skipped", reason=f"duplicate: same content as {owner}"))
                 continue
-            if old is not None:
-                drop.add(old.doc_id)
-                report.replaced.append(old.doc_id)
-                doc_id = old.doc_id
+            if prior is not None:
+                drop.add(prior.doc_id)
+                report.replaced.append(prior.doc_id)
+                doc_id = prior.doc_id
             else:
                 doc_id = _free_id(doc.doc_id, name, taken)
                 report.added.append(doc_id)
@@ -314,69 +574,154 @@ def update_index(
         report.removed = sorted(set(remove))
         if not new_docs and not drop:
             report.seconds = time.perf_counter() - started
-            return Index.load(index_dir), report
+            return (old if base is None else old.check()), report
 
-        build = _new_build_dir(index_dir)  # a kill from here on leaves only this folder behind
-        chunk_store = _copy_store(manifest, live / "chunks", build / "chunks")
-        sentence_store = _copy_store(manifest, live / "sentences", build / "sentences")
-        gone_chunks = np.asarray([c.chunk_id for c in table.chunks if c.doc_id in drop], dtype=np.int64)
-        gone_sentences = np.asarray([s.sentence_id for s in table.sentences if s.doc_id in drop], dtype=np.int64)
-        in_place = _is_server(chunk_store)
-        rows = _rows_of(new_docs, embedder, settings, manifest.next_chunk_id, manifest.next_sentence_id, progress, manifest.dim)
-        if in_place:  # leftovers of an update killed before its flip may hold these ids
-            chunk_store.delete(rows.chunk_ids())
-            sentence_store.delete(rows.sentence_ids())
-        else:
-            chunk_store.delete(gone_chunks)
-            sentence_store.delete(gone_sentences)
-        chunk_store.add(rows.chunk_ids(), rows.chunk_vectors)
-        sentence_store.add(rows.sentence_ids(), rows.sentence_vectors)
+        # Removed and replaced documents: recorded against their segments.
+        refs = [r.model_copy(deep=True) for r in manifest.segments]
+        by_name = {r.name: r for r in refs}
+        removed_chunks = {r.name: _removed_chunks(old, r) for r in refs}
+        for doc_id in drop:
+            entry = catalogue[doc_id]
+            by_name[entry.segment].removed.append(doc_id)
+            removed_chunks[entry.segment] += entry.chunks
+        segments = list(old.segments)
+        added_chunks = added_sentences = 0
+        if new_docs:
+            segment = _new_segment(new_docs, embedder, settings, manifest.store, manifest.next_chunk_id, manifest.next_sentence_id, progress, manifest.dim)
+            segments.append(segment)
+            refs.append(SegmentRef(name=segment.name))
+            removed_chunks[segment.name] = 0
+            added_chunks, added_sentences = segment.meta.n_chunks, segment.meta.n_sentences
+        segments, refs, report.merged = _tidy(segments, refs, removed_chunks, manifest.store, manifest.dim)
 
-        keep = [c for c in table.chunks if c.doc_id not in drop]
-        chunk_sentences = [sids for c, sids in zip(table.chunks, table.chunk_sentences) if c.doc_id not in drop]
-        documents = [d for d in table.documents if d.doc_id not in drop]
-        replaced = {d.doc_id for d in new_docs}
+        entries = {d.doc_id: d for d in manifest.documents if d.doc_id not in drop}
+        for seg, ref in zip(segments, refs):  # documents of new, merged or rewritten segments
+            if seg.folder is None:
+                gone = set(ref.removed)
+                entries.update((e.doc_id, e) for e in _entries(seg) if e.doc_id not in gone)
+        order = {s.name: n for n, s in enumerate(segments)}
+        documents = sorted(entries.values(), key=lambda e: order[e.segment])  # stable: table order within a segment
+
         corpus, excluded = dict(manifest.corpus), dict(manifest.excluded)
-        for doc in (d for d in table.documents if d.doc_id in drop):
-            if _in_folder(doc.path, corpus_dir):
-                name = Path(doc.path).name
+        replaced = {d.doc_id for d in new_docs}
+        for doc_id in drop:
+            entry = catalogue[doc_id]
+            if _in_folder(entry.path, corpus_dir):
+                name = Path(entry.path).name
                 corpus.pop(name, None)
-                if doc.doc_id not in replaced and name not in forget_corpus_files:
-                    excluded[name] = doc.sha256
+                if doc_id not in replaced and name not in forget_corpus_files:
+                    excluded[name] = entry.sha256
         for doc in new_docs:
             if _in_folder(doc.path, corpus_dir):
                 corpus[Path(doc.path).name] = doc.sha256
                 excluded.pop(Path(doc.path).name, None)
-        new_table = Table(
-            documents=documents + new_docs,
-            chunks=keep + rows.chunks,
-            sentences=[s for s in table.sentences if s.doc_id not in drop] + rows.sentences,
-            chunk_sentences=chunk_sentences + rows.chunk_sentences,
-        )
         new_manifest = manifest.model_copy(update={
             "corpus": corpus,
             "excluded": excluded,
-            "n_chunks": len(new_table.chunks),
-            "n_sentences": len(new_table.sentences),
-            "next_chunk_id": manifest.next_chunk_id + len(rows.chunks),
-            "next_sentence_id": manifest.next_sentence_id + len(rows.sentences),
+            "n_chunks": sum(e.chunks for e in documents),
+            "n_sentences": sum(e.sentences for e in documents),
+            "next_chunk_id": manifest.next_chunk_id + added_chunks,
+            "next_sentence_id": manifest.next_sentence_id + added_sentences,
+            "segments": refs,
+            "documents": documents,
             "built_at": now,
         })
-        index = Index(new_manifest, new_table, chunk_store, sentence_store)
-        index._save_locked(index_dir, build)
-        if in_place:  # after the flip: the new table no longer names them
-            chunk_store.delete(gone_chunks)
-            sentence_store.delete(gone_sentences)
+        index = Index(new_manifest, segments)
+        index._save_locked(index_dir)
     report.seconds = time.perf_counter() - started
-    log.info("index: +%d ~%d -%d documents in %.2f s", len(report.added), len(report.replaced), len(report.removed), report.seconds)
+    log.info("index: +%d ~%d -%d documents in %.2f s (%d segments merged)", len(report.added), len(report.replaced), len(report.removed), report.seconds, report.merged)
     return index, report
+
+
+def _removed_chunks(index: Index, ref: SegmentRef) -> int:
+    """Chunks of the documents already removed from this segment (from its table: only a
+    segment that has removed documents is read)."""
+    if not ref.removed:
+        return 0
+    gone = set(ref.removed)
+    seg = next(s for s in index.segments if s.name == ref.name)
+    return sum(1 for c in seg.table.chunks if c.doc_id in gone)
+
+
+def _tidy(segments: list[Segment], refs: list[SegmentRef], removed_chunks: dict[str, int], kind: str, dim: int) -> tuple[list[Segment], list[SegmentRef], int]:
+    """Drop emptied segments, rewrite ones with many removed rows, merge the newest into the one
+    before while it is at least MERGE_RATIO of its size. Returns (segments, refs, rewrites)."""
+    rewrites = 0
+    out_s: list[Segment] = []
+    out_r: list[SegmentRef] = []
+    for seg, ref in zip(segments, refs):
+        gone = removed_chunks.get(seg.name, 0)
+        live = seg.meta.n_chunks - gone
+        if ref.removed and (live <= 0 and not _has_live_documents(seg, ref)):
+            rewrites += 1
+            continue
+        if ref.removed and (gone >= COMPACT_SHARE * seg.meta.n_chunks or seg.meta.n_chunks <= COMPACT_SMALL):
+            seg, ref = _merge([seg], [ref], kind, dim), None
+            ref = SegmentRef(name=seg.name)
+            rewrites += 1
+        out_s.append(seg)
+        out_r.append(ref)
+    live = lambda s, r: s.meta.n_chunks - (removed_chunks.get(s.name, 0) if r.removed else 0)  # noqa: E731
+    while len(out_s) >= 2 and live(out_s[-1], out_r[-1]) >= MERGE_RATIO * live(out_s[-2], out_r[-2]):
+        merged = _merge(out_s[-2:], out_r[-2:], kind, dim)
+        out_s[-2:], out_r[-2:] = [merged], [SegmentRef(name=merged.name)]
+        rewrites += 1
+    return out_s, out_r, rewrites
+
+
+def _has_live_documents(seg: Segment, ref: SegmentRef) -> bool:
+    return seg.meta.n_documents > len(set(ref.removed))
+
+
+def _merge(parts: list[Segment], refs: list[SegmentRef], kind: str, dim: int) -> Segment:
+    """One new segment with the live rows of `parts` (adjacent, in id order): tables, statistics
+    and vectors copied, nothing embedded again."""
+    documents, chunks, sentences, chunk_sentences, stats = [], [], [], [], []
+    chunk_vectors, sentence_vectors = [], []
+    for seg, ref in zip(parts, refs):
+        gone = set(ref.removed)
+        t = seg.table
+        keep_c = np.fromiter((c.doc_id not in gone for c in t.chunks), dtype=bool, count=len(t.chunks))
+        keep_s = np.fromiter((s.doc_id not in gone for s in t.sentences), dtype=bool, count=len(t.sentences))
+        documents += [d for d in t.documents if d.doc_id not in gone]
+        kept_chunks = [c for c, k in zip(t.chunks, keep_c) if k]
+        kept_sentences = [s for s, k in zip(t.sentences, keep_s) if k]
+        chunks += kept_chunks
+        sentences += kept_sentences
+        chunk_sentences += [sids for sids, k in zip(t.chunk_sentences, keep_c) if k]
+        stats.append(seg.stats.rows(np.flatnonzero(keep_c), np.flatnonzero(keep_s)))
+        chunk_vectors.append(seg.chunk_store.get(np.asarray([c.chunk_id for c in kept_chunks], dtype=np.int64)))
+        sentence_vectors.append(seg.sentence_store.get(np.asarray([s.sentence_id for s in kept_sentences], dtype=np.int64)))
+    table = Table(documents=documents, chunks=chunks, sentences=sentences, chunk_sentences=chunk_sentences)
+    return Segment.new(
+        kind, dim, table, TermStats.concat(stats), np.concatenate(chunk_vectors), np.concatenate(sentence_vectors),
+        parts[0].meta.first_chunk_id, parts[0].meta.first_sentence_id,
+    )
+
+
+def _entries(segment: Segment) -> list[DocEntry]:
+    """The catalogue entries of a segment's documents."""
+    t = segment.table
+    n_chunks: dict[str, int] = {}
+    n_sentences: dict[str, int] = {}
+    for c in t.chunks:
+        n_chunks[c.doc_id] = n_chunks.get(c.doc_id, 0) + 1
+    for s in t.sentences:
+        n_sentences[s.doc_id] = n_sentences.get(s.doc_id, 0) + 1
+    return [
+        DocEntry(
+            doc_id=d.doc_id, title=d.title, path=d.path, sha256=d.sha256, content=content_key(d.text), added_at=d.added_at,
+            segment=segment.name, chunks=n_chunks.get(d.doc_id, 0), sentences=n_sentences.get(d.doc_id, 0), pages=len(d.pages),
+        )
+        for d in t.documents
+    ]
 
 
 def migrate_index(settings: Settings, to: str, progress: bool = False) -> Index:
     """Move the live index's vectors into stores of kind `to` (no re-embedding), atomically.
 
-    Reads every vector from the current stores by id, writes them to new stores in a new build
-    folder, and flips `current`; the tables are copied as they are.
+    Each segment is copied into a new one of kind `to` (tables and statistics as they are,
+    vectors read by id), then a new manifest names them and `current` flips.
     """
     from .store import store_class
 
@@ -385,21 +730,18 @@ def migrate_index(settings: Settings, to: str, progress: bool = False) -> Index:
     assert index_dir is not None
     with _locked(index_dir):
         old = Index.load(index_dir)
-        build = _new_build_dir(index_dir)
-        stores = []
-        for source, ids in ((old.chunk_store, [c.chunk_id for c in old.chunks]), (old.sentence_store, [s.sentence_id for s in old.sentences])):
-            target = new_store(to, old.manifest.dim)
-            ids_arr = np.asarray(ids, dtype=np.int64)
-            for i in _progress(range(0, len(ids_arr), 10_000), progress, f"copying vectors to {to}"):
-                part = ids_arr[i : i + 10_000]
-                target.add(part, source.get(part))
-            stores.append(target)
-        manifest = old.manifest.model_copy(update={"store": to, "built_at": time.time()})
-        index = Index(manifest, old.table(), stores[0], stores[1])
-        index._save_locked(index_dir, build)
-    for store in (old.chunk_store, old.sentence_store):
-        if hasattr(store, "close"):
-            store.close()
+        segments, refs = [], []
+        for seg, ref in _progress(list(zip(old.segments, old.manifest.segments)), progress, f"copying segments to {to}"):
+            moved = _merge([seg], [ref], to, old.manifest.dim)
+            segments.append(moved)
+            refs.append(SegmentRef(name=moved.name))
+        names = {s.name: m.name for s, m in zip(old.segments, segments)}
+        documents = [d.model_copy(update={"segment": names[d.segment]}) for d in old.manifest.documents]
+        manifest = old.manifest.model_copy(update={"store": to, "segments": refs, "documents": documents, "built_at": time.time()})
+        index = Index(manifest, segments)
+        index._save_locked(index_dir)
+    for seg in old.segments:
+        seg.close()
     return index
 
 
@@ -423,11 +765,11 @@ def ensure_index(corpus: Corpus, embedder: Encoder, settings: Settings, rebuild:
                 return index
             names = sorted({Path(d.path).name for d in add} | set(gone))
             log.warning("index: updating because corpus changed: %s", ", ".join(names))
-            gone_ids = [d.doc_id for d in index.documents.values() if Path(d.path).name in gone and _in_folder(d.path, settings.corpus_dir)]
-            updated, report = update_index(settings, embedder, add=add, remove=gone_ids, progress=progress, forget_corpus_files=gone)
+            gone_ids = [d.doc_id for d in index.manifest.documents if Path(d.path).name in gone and _in_folder(d.path, settings.corpus_dir)]
+            updated, report = update_index(settings, embedder, add=add, remove=gone_ids, progress=progress, forget_corpus_files=gone, base=index)
             for problem in report.problems:
                 log.warning("index: %s", problem)
-            return updated
+            return updated.check()
         except StaleIndex as why:
             log.warning("index: rebuilding because %s", why)
     else:
@@ -438,9 +780,8 @@ def ensure_index(corpus: Corpus, embedder: Encoder, settings: Settings, rebuild:
                 return _load_fresh(corpus, embedder, settings)
             except StaleIndex:
                 pass
-        build = _new_build_dir(index_dir)  # a kill from here on leaves only this folder behind
         index = Index.build(corpus, embedder, settings, progress=progress)
-        index._save_locked(index_dir, build)
+        index._save_locked(index_dir)
     log.info("index: built %d chunks, %d sentences from %d documents", len(index.chunks), len(index.sentences), len(index.documents))
     return index
 
@@ -451,27 +792,11 @@ def _load_fresh(corpus: Corpus, embedder: Encoder, settings: Settings) -> Index:
     return index
 
 
-class _Rows(BaseModel):
-    """New table rows and their vectors, ids already given."""
-
-    model_config = {"arbitrary_types_allowed": True}
-    chunks: list[Chunk]
-    sentences: list[Sentence]
-    chunk_sentences: list[list[int]]
-    chunk_vectors: np.ndarray
-    sentence_vectors: np.ndarray
-
-    def chunk_ids(self) -> np.ndarray:
-        return np.asarray([c.chunk_id for c in self.chunks], dtype=np.int64)
-
-    def sentence_ids(self) -> np.ndarray:
-        return np.asarray([s.sentence_id for s in self.sentences], dtype=np.int64)
-
-
-def _rows_of(
-    documents: list[Document], embedder: Encoder, settings: Settings, first_chunk: int, first_sentence: int, progress: bool, dim: int | None = None
-) -> _Rows:
-    """Chunk `documents` (ids from the given first ones) and embed their chunks and sentences.
+def _new_segment(
+    documents: list[Document], embedder: Encoder, settings: Settings, kind: str, first_chunk: int, first_sentence: int, progress: bool, dim: int | None = None
+) -> Segment:
+    """Chunk `documents` (ids from the given first ones), embed their chunks and sentences, and
+    count their terms: a new segment in memory.
 
     Embeds in batches of EMBED_BATCH; with `progress`, a bar counts chunks (chunks/s) and shows
     files done and files/s.
@@ -490,11 +815,13 @@ def _rows_of(
         chunks.extend(doc_chunks)
         sentences.extend(doc_sentences)
         per_doc.append((len(doc_chunks), len(doc_sentences)))
-    if not chunks and not sentences:  # nothing to embed: never load the model for a removal
-        empty = np.zeros((0, dim if dim is not None else embedder.dim), dtype=np.float32)
-        return _Rows(chunks=[], sentences=[], chunk_sentences=[], chunk_vectors=empty, sentence_vectors=empty)
-    chunk_vectors, sentence_vectors = _embed_documents(embedder, documents, chunks, sentences, per_doc, progress)
-    return _Rows(chunks=chunks, sentences=sentences, chunk_sentences=chunk_sentences, chunk_vectors=chunk_vectors, sentence_vectors=sentence_vectors)
+    if chunks or sentences:
+        chunk_vectors, sentence_vectors = _embed_documents(embedder, documents, chunks, sentences, per_doc, progress)
+    else:
+        chunk_vectors = sentence_vectors = np.zeros((0, dim if dim is not None else embedder.dim), dtype=np.float32)
+    table = Table(documents=documents, chunks=chunks, sentences=sentences, chunk_sentences=chunk_sentences)
+    stats = TermStats.of([c.text for c in chunks], [s.text for s in sentences])
+    return Segment.new(kind, int(chunk_vectors.shape[1]), table, stats, chunk_vectors, sentence_vectors, first_chunk, first_sentence)
 
 
 def _embed_documents(embedder, documents, chunks, sentences, per_doc, progress) -> tuple[np.ndarray, np.ndarray]:
@@ -533,12 +860,11 @@ def _progress(iterable, show: bool, desc: str):
     return tqdm(iterable, desc=desc)
 
 
-def _read_build(build: Path) -> tuple[Manifest, Table]:
-    """The manifest and table of a build folder, checked (files against the manifest's hashes,
-    spans against their documents); the stores are not opened.
+def _read_manifest(build: Path) -> Manifest:
+    """The manifest of a build folder, checked.
 
     Raises:
-        StaleIndex: missing, truncated, corrupt or inconsistent files.
+        StaleIndex: missing, unreadable or of another format.
     """
     if not (build / "manifest.json").exists():
         raise StaleIndex(f"no index at {build}")
@@ -550,48 +876,29 @@ def _read_build(build: Path) -> tuple[Manifest, Table]:
     if version != FORMAT_VERSION:
         raise StaleIndex(f"index format v{version}, this code reads v{FORMAT_VERSION}")
     try:
-        manifest = Manifest.model_validate(raw)
+        return Manifest.model_validate(raw)
     except ValidationError as err:
         raise StaleIndex(f"unreadable manifest ({err.__class__.__name__})") from err
-    try:
-        for name, digest in manifest.files.items():
-            path = build / name
-            if not path.exists() or file_sha256(path) != digest:
-                raise StaleIndex(f"{name} is missing, truncated or changed since the build")
-        table = Table.model_validate_json((build / "table.json").read_text(encoding="utf-8"))
-    except (ValidationError, ValueError, OSError) as err:
-        raise StaleIndex(f"corrupt index files ({err.__class__.__name__}: {err})") from err
-    return manifest, table
 
 
-def _check_counts(manifest: Manifest, table: Table) -> None:
-    if (manifest.n_chunks, manifest.n_sentences) != (len(table.chunks), len(table.sentences)):
-        raise StaleIndex("the chunk table disagrees with the manifest")
-    if len(table.chunk_sentences) != len(table.chunks):
-        raise StaleIndex("the chunk -> sentences map disagrees with the chunk table")
-    _check_spans(table, manifest)
-
-
-class _NoStore:
-    """Stands in for the stores when only the tables are needed."""
-
-
-def _copy_store(manifest: Manifest, source: Path, target: Path) -> VectorStore:
-    """A private copy of a saved store in `target`, opened: changing it leaves `source` as it was.
-    (A server store's folder only names its collection, so the copy is the same rows.)"""
-    try:
-        shutil.copytree(source, target)
-        return open_store(manifest.store, target, manifest.dim)
-    except (OSError, StoreError, ValueError) as err:
-        raise StaleIndex(f"cannot copy the {source.name} store ({err.__class__.__name__}: {err})") from err
-
-
-def _is_server(store: VectorStore) -> bool:
-    return bool(getattr(store, "is_lite", True) is False)
+def _check_spans(table: Table, meta: SegmentMeta) -> None:
+    """Every chunk and sentence must quote its document at its offsets, with ids increasing
+    from the segment's first ones: a table from elsewhere would cite text that is not where it says."""
+    texts = {d.doc_id: d.text for d in table.documents}
+    for kind, rows, id_of, first in (
+        ("chunk", table.chunks, lambda r: r.chunk_id, meta.first_chunk_id),
+        ("sentence", table.sentences, lambda r: r.sentence_id, meta.first_sentence_id),
+    ):
+        last = first - 1
+        for row in rows:
+            doc = texts.get(row.doc_id)
+            if not last < id_of(row) or doc is None or doc[row.start : row.end] != row.text:
+                raise StaleIndex(f"the chunk table disagrees with its documents ({kind} {id_of(row)} of {row.doc_id})")
+            last = id_of(row)
 
 
 def _checked(path: Path) -> bool:
-    """Files the manifest hashes: all but a database folder's internals (Milvus Lite rewrites them)."""
+    """Files a segment hashes: all but a database folder's internals (Milvus Lite rewrites them)."""
     return not any(part.endswith(".db") for part in path.parts[:-1])
 
 
@@ -629,6 +936,16 @@ def _new_build_dir(index_dir: Path) -> Path:
     return build
 
 
+def _write_atomic(path: Path, text: str) -> None:
+    """Write a file whole or not at all: a temporary file renamed over it."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
 def _fsync_dir(path: Path) -> None:
     for file in [path, *path.iterdir()] if path.is_dir() else [path]:
         try:
@@ -641,25 +958,9 @@ def _fsync_dir(path: Path) -> None:
             pass
 
 
-def _check_spans(table: Table, manifest: Manifest) -> None:
-    """Every chunk and sentence must quote its document at its offsets, with ids increasing and
-    below the next free id: a table from another build would cite text that is not where it says."""
-    texts = {d.doc_id: d.text for d in table.documents}
-    for kind, rows, id_of, limit in (
-        ("chunk", table.chunks, lambda r: r.chunk_id, manifest.next_chunk_id),
-        ("sentence", table.sentences, lambda r: r.sentence_id, manifest.next_sentence_id),
-    ):
-        last = -1
-        for row in rows:
-            doc = texts.get(row.doc_id)
-            if not last < id_of(row) < limit or doc is None or doc[row.start : row.end] != row.text:
-                raise StaleIndex(f"the chunk table disagrees with its documents ({kind} {id_of(row)} of {row.doc_id})")
-            last = id_of(row)
-
-
 @contextmanager
 def _locked(index_dir: Path) -> Iterator[None]:
-    """Exclusive lock on index_dir/.lock for one build; released by the kernel if we are killed."""
+    """Exclusive lock on index_dir/.lock for one change; released by the kernel if we are killed."""
     index_dir.mkdir(parents=True, exist_ok=True)
     with open(index_dir / LOCK, "a+") as fh:
         try:
@@ -673,11 +974,12 @@ def _locked(index_dir: Path) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def _remove_old_builds(index_dir: Path, keep: str) -> None:
-    """Delete older builds, leftovers of killed ones and their half-made `current` links.
+def _remove_unused(index_dir: Path, keep: str, manifest: Manifest) -> None:
+    """Delete older builds, leftovers of killed ones, their half-made `current` links, and the
+    segments the live manifest does not name (merged away, removed, or half-written by a killed
+    change; a server store's collection is dropped with its segment).
 
-    Runs under the save lock, so no other save is writing a build folder; the folder
-    `current` points at is never removed.
+    Runs under the lock, so no other change is writing; what `current` points at is kept.
     """
     live = os.path.basename(os.readlink(index_dir / CURRENT)) if (index_dir / CURRENT).is_symlink() else keep
     for path in index_dir.iterdir():
@@ -686,3 +988,24 @@ def _remove_old_builds(index_dir: Path, keep: str) -> None:
             log.info("index: removed old or unfinished build %s", path.name)
         elif path.name.startswith(f".{CURRENT}.tmp-") and path.is_symlink():
             path.unlink(missing_ok=True)
+    if live != keep:  # another build is live (cannot happen under the lock): keep every segment
+        return
+    named = {r.name for r in manifest.segments}
+    segments_dir = index_dir / SEGMENTS
+    for path in segments_dir.iterdir() if segments_dir.is_dir() else ():
+        if path.name in named or not path.is_dir():
+            continue
+        for sub in STORES:
+            _discard_store(manifest.store, path / sub)
+        shutil.rmtree(path, ignore_errors=True)
+        log.info("index: removed unused segment %s", path.name)
+
+
+def _discard_store(kind: str, path: Path) -> None:
+    """Free what a saved store holds outside its folder (a server collection); never raises."""
+    from .store import store_class
+
+    try:
+        store_class(kind).discard(path)
+    except Exception as err:  # a server that is down must not stop the clean-up
+        log.warning("index: could not discard the %s store at %s: %s", kind, path, err)

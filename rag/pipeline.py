@@ -168,8 +168,9 @@ class Pipeline:
 
     # -- updating the index while serving ----------------------------------------------------
     def use_index(self, index: Index) -> None:
-        """Answer from `index` from now on. Its BM25 tables are built before the swap, so no
-        question waits for them; a question already running finishes on the index it started with."""
+        """Answer from `index` from now on. Its lookup tables and BM25 lexicon are made before
+        the swap, so no question waits for them; a question already running finishes on the
+        index it started with."""
         retriever = Retriever(index, self.embedder, self.settings)
         retriever.warm_up()
         with self._lock:
@@ -181,14 +182,14 @@ class Pipeline:
         from .corpus import read_document
         from .index import update_index
 
-        self.index  # an index to add to: loaded, or built from the corpus folder
+        base = self.index  # an index to add to: loaded, or built from the corpus folder
         documents, problems = [], []
         for path in paths:
             doc, found = read_document(path, self.settings.max_file_bytes)
             problems += found
             if doc is not None:
                 documents.append(doc)
-        index, report = update_index(self.settings, self.embedder, add=documents, progress=progress)
+        index, report = update_index(self.settings, self.embedder, add=documents, progress=progress, base=base)
         report.problems[:0] = problems
         self.use_index(index)
         return report
@@ -206,7 +207,7 @@ class Pipeline:
         from .corpus import CorpusProblem, read_document, safe_file_name
         from .index import update_index
 
-        self.index
+        base = self.index
         corpus_dir = self.settings.corpus_dir
         assert corpus_dir is not None
         corpus_dir.mkdir(parents=True, exist_ok=True)
@@ -229,7 +230,7 @@ class Pipeline:
                 continue
             shutil.copyfile(staged, target)
             documents.append(doc.model_copy(update={"path": str(target)}))
-        index, report = update_index(self.settings, self.embedder, add=documents)
+        index, report = update_index(self.settings, self.embedder, add=documents, base=base)
         for doc in documents:  # a duplicate was not indexed: do not keep its copy either
             if any(p.name == Path(doc.path).name and "duplicate" in p.reason for p in report.problems):
                 Path(doc.path).unlink(missing_ok=True)
@@ -241,8 +242,8 @@ class Pipeline:
         """Remove documents by id and answer from the updated index."""
         from .index import update_index
 
-        self.index
-        index, report = update_index(self.settings, self.embedder, remove=doc_ids)
+        base = self.index
+        index, report = update_index(self.settings, self.embedder, remove=doc_ids, base=base)
         self.use_index(index)
         return report
 

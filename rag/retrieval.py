@@ -2,12 +2,6 @@
 
 from __future__ import annotations
 
-import logging
-import math
-import threading
-from collections import Counter
-
-import bm25s
 import numpy as np
 
 from .config import Settings
@@ -15,37 +9,6 @@ from .embedding import Encoder
 from .index import Index
 from .text import terms
 from .types import Evidence, Hit
-
-# bm25s sets its own logger to DEBUG and logs every index build; keep it to warnings.
-logging.getLogger("bm25s").setLevel(logging.WARNING)
-
-
-class _BM25:
-    """bm25s over our own stemmed terms, so BM25 and the overlap signal see the same words."""
-
-    def __init__(self, texts: list[str]) -> None:
-        tokenized = [terms(t) or ["∅"] for t in texts]
-        vocab: dict[str, int] = {}
-        ids = [[vocab.setdefault(tok, len(vocab)) for tok in doc] for doc in tokenized]
-        self.vocab = vocab
-        self.model = bm25s.BM25()
-        self.model.index(bm25s.tokenization.Tokenized(ids=ids, vocab=vocab), show_progress=False)
-        self.n = len(texts)
-        df = Counter(tok for doc in tokenized for tok in set(doc))
-        self.idf = {tok: math.log(1 + (self.n - c + 0.5) / (c + 0.5)) for tok, c in df.items()}
-        self.default_idf = math.log(1 + (self.n + 0.5) / 0.5)
-
-    def top(self, query_terms: list[str], k: int) -> tuple[np.ndarray, np.ndarray]:
-        """The k best-scoring rows with a positive score: (row numbers, scores), best first, ties by row."""
-        known = [t for t in query_terms if t in self.vocab]
-        if not known:
-            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
-        scores = np.asarray(self.model.get_scores(known), dtype=np.float32)
-        k = min(k, len(scores))
-        head = np.argpartition(-scores, k - 1)[:k] if k < len(scores) else np.arange(len(scores))
-        head = head[np.lexsort((head, -scores[head]))]  # by score, then id: a stable order
-        head = head[scores[head] > 0]
-        return head.astype(np.int64), scores[head]
 
 
 class Retriever:
@@ -59,24 +22,16 @@ class Retriever:
         self.index = index
         self.embedder = embedder
         self.settings = settings
-        self._lock = threading.Lock()
-        self._chunk_bm25: _BM25 | None = None
-        self._sentence_bm25: _BM25 | None = None
-        self._chunk_ids = np.zeros(0, dtype=np.int64)  # BM25 row -> chunk id (ids have gaps after removals)
-        self._sentence_terms: dict[int, set[str]] = {}
 
     def warm_up(self) -> None:
-        """Build the BM25 tables and the sentences' term sets now (~10 ms here), not on the first question."""
-        self._bm25()
+        """Combine the segments' BM25 statistics and lookup tables now, not on the first question.
+        (Nothing is tokenized: each segment counted its terms when it was written.)"""
+        self.index.prepare()
 
-    def _bm25(self) -> tuple[_BM25, _BM25]:
-        with self._lock:
-            if self._chunk_bm25 is None:
-                self._chunk_bm25 = _BM25([c.text for c in self.index.chunks])
-                self._chunk_ids = np.asarray([c.chunk_id for c in self.index.chunks], dtype=np.int64)
-                self._sentence_bm25 = _BM25([s.text for s in self.index.sentences])
-                self._sentence_terms = {s.sentence_id: set(terms(s.text)) for s in self.index.sentences}
-        return self._chunk_bm25, self._sentence_bm25  # type: ignore[return-value]
+    def _terms_of(self, sentence_id: int) -> set[str]:
+        """A sentence's terms, counted when needed (~6 us; a table of every sentence's terms
+        would cost memory in proportion to the corpus)."""
+        return set(terms(self.index.sentence(sentence_id).text))
 
     def search(self, question: str, k: int) -> list[Hit]:
         """Top-k chunks. Dense cosine and BM25 each return their top `rank_depth`; RRF fuses the
@@ -101,8 +56,7 @@ class Retriever:
         heads = [dense_ids[:extra].tolist()]
         bm25: dict[int, float] = {}
         if s.hybrid:
-            bm25_rows, bm25_scores = self._bm25()[0].top(terms(question), s.rank_depth)
-            bm25_ids = self._chunk_ids[bm25_rows]
+            bm25_ids, bm25_scores = self.index.lexicon.top(terms(question), s.rank_depth)
             bm25 = dict(zip(bm25_ids.tolist(), bm25_scores.tolist()))
             for rank, i in enumerate(bm25_ids.tolist()):
                 fused[i] = fused.get(i, 0.0) + 1.0 / (s.rrf_k + rank + 1)
@@ -141,7 +95,7 @@ class Retriever:
         dense = (self.index.sentence_store.get(np.asarray(ids, dtype=np.int64)) @ q).tolist()
         scored = []
         for sid, d in zip(ids, dense):
-            overlap = _share(weights, self._sentence_terms[sid])
+            overlap = _share(weights, self._terms_of(sid))
             scored.append((d + s.overlap_weight * overlap + s.rank_bonus / (1 + best_rank[sid]), d, overlap, sid))
         best = sorted(scored, key=lambda row: -row[0])  # stable: ties keep sentence order
         return [Evidence(sentence=self.index.sentence(sid), score=sc, dense=d, overlap=o) for sc, d, o, sid in best]
@@ -155,15 +109,14 @@ class Retriever:
 
     def coverage(self, question: str, evidence: list[Evidence]) -> float:
         """IDF-weighted share of the question's key terms found anywhere in the evidence."""
-        self._bm25()
-        present = set().union(*(self._sentence_terms[e.sentence.sentence_id] for e in evidence)) if evidence else set()
+        present = set().union(*(self._terms_of(e.sentence.sentence_id) for e in evidence)) if evidence else set()
         return _share(self._term_weights(question), present)
 
     def _term_weights(self, question: str) -> dict[str, float]:
         """The question's key terms, each weighted by its IDF over the sentences (unknown terms
         weigh the most: they are what a passage would have to add)."""
-        bm25 = self._bm25()[1]
-        return {t: bm25.idf.get(t, bm25.default_idf) for t in set(terms(question))}
+        lexicon = self.index.lexicon
+        return {t: lexicon.idf(t) for t in set(terms(question))}
 
 
 def _share(weights: dict[str, float], present: set[str]) -> float:

@@ -206,6 +206,14 @@ def _live(settings) -> Path:
     return (settings.index_dir / CURRENT).resolve()
 
 
+def _segment(build: Path) -> Path:
+    """The folder of the live build's one segment (the small index has one)."""
+    import json
+
+    (name,) = [ref["name"] for ref in json.loads((build / "manifest.json").read_text())["segments"]]
+    return build.parent / "segments" / name
+
+
 def _truncate(path: Path) -> None:
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
 
@@ -226,18 +234,20 @@ def _manifest(field: str, value):
 
 
 def _table(edit_rows):
-    """Rewrite table.json and re-sign it in the manifest, so only the consistency checks can tell."""
+    """Rewrite the segment's table.json and re-sign it in segment.json, so only the consistency
+    checks can tell."""
 
     def edit(build: Path) -> None:
         import hashlib
         import json
 
-        table = json.loads((build / "table.json").read_text())
+        segment = _segment(build)
+        table = json.loads((segment / "table.json").read_text())
         edit_rows(table)
-        (build / "table.json").write_text(json.dumps(table))
-        m = json.loads((build / "manifest.json").read_text())
-        m["files"]["table.json"] = hashlib.sha256((build / "table.json").read_bytes()).hexdigest()
-        (build / "manifest.json").write_text(json.dumps(m))
+        (segment / "table.json").write_text(json.dumps(table))
+        m = json.loads((segment / "segment.json").read_text())
+        m["files"]["table.json"] = hashlib.sha256((segment / "table.json").read_bytes()).hexdigest()
+        (segment / "segment.json").write_text(json.dumps(m))
 
     return edit
 
@@ -251,19 +261,20 @@ def _shift_offsets(table: dict) -> None:
 @pytest.mark.parametrize(
     "damage, why",
     [
-        (lambda b: _truncate(b / "chunks" / "vectors.faiss"), "chunks/vectors.faiss is missing, truncated"),
-        (lambda b: _garble(b / "sentences" / "vectors.faiss"), "sentences/vectors.faiss is missing, truncated"),
-        (lambda b: (b / "table.json").unlink(), "table.json is missing"),
+        (lambda b: _truncate(_segment(b) / "chunks" / "vectors.faiss"), "/chunks/vectors.faiss is missing, truncated"),
+        (lambda b: _garble(_segment(b) / "sentences" / "vectors.faiss"), "/sentences/vectors.faiss is missing, truncated"),
+        (lambda b: (_segment(b) / "table.json").unlink(), "/table.json is missing"),
+        (lambda b: shutil.rmtree(_segment(b)), "is missing or unreadable"),
         (lambda b: _garble(b / "manifest.json"), "unreadable manifest"),
         (_manifest("format_version", 0), "index format v0"),
         (_manifest("embedding", {**HASH.identity().model_dump(), "sha256": "0" * 64}), "built with tests.fakes"),
-        (_manifest("store", "nope"), "corrupt index files (ValueError: Unknown vector store 'nope'"),
+        (_manifest("store", "nope"), "does not belong to this index"),
         (_manifest("chunk_size", 64), "chunk settings changed"),
-        (_table(lambda t: t["chunks"].pop()), "the chunk table disagrees with the vectors"),
+        (_table(lambda t: t["chunks"].pop()), "disagrees with its segment.json"),
         (_table(_shift_offsets), "the chunk table disagrees with its documents"),
         (_manifest("n_sentences", 1), "the chunk table disagrees with the manifest"),
     ],
-    ids=["truncated-faiss", "corrupt-faiss", "missing-table", "corrupt-manifest", "old-format", "other-model", "unknown-store",
+    ids=["truncated-faiss", "corrupt-faiss", "missing-table", "missing-segment", "corrupt-manifest", "old-format", "other-model", "unknown-store",
          "other-chunking", "table-vs-vectors", "table-vs-documents", "table-vs-manifest"],
 )
 def test_damaged_index_is_detected_and_rebuilt(small, caplog, damage, why):
@@ -271,7 +282,7 @@ def test_damaged_index_is_detected_and_rebuilt(small, caplog, damage, why):
     damage(_live(settings))
     with caplog.at_level(logging.WARNING, logger="rag.index"):
         rebuilt = ensure_index(corpus, HASH, settings)
-    assert f"index: rebuilding because {why}" in caplog.text
+    assert "index: rebuilding because" in caplog.text and why in caplog.text
     assert rebuilt.chunks == built.chunks
     assert Index.load(settings.index_dir).chunks == built.chunks
 
@@ -286,7 +297,8 @@ def test_leftovers_of_killed_builds_are_removed_and_never_loaded(small):
     assert Index.load(index_dir).chunks == built.chunks  # the live build, not the newest folder
     ensure_index(corpus, HASH, settings, rebuild=True)
     names = sorted(p.name for p in index_dir.iterdir())
-    assert names == sorted([CURRENT, ".lock", _live(settings).name]), names
+    assert names == sorted([CURRENT, ".lock", "segments", _live(settings).name]), names
+    assert [p.name for p in (index_dir / "segments").iterdir()] == [_segment(_live(settings)).name]
 
 
 def test_a_build_waits_for_another_process_building(small, caplog):

@@ -227,35 +227,40 @@ def test_a_kill_during_add_leaves_the_old_index_usable(tiny, tmp_path):
         (tmp_path / "in" / f"doc{n}.txt").write_text(f"Document {n}\n" + LLAMAS.replace("42", str(100 + n)), encoding="utf-8")
     script = KILL_SCRIPT.format(tests=str(REPO / "tests"), root=str(settings.root), src=str(tmp_path / "in"))
     proc = subprocess.Popen([sys.executable, "-c", script], cwd=REPO, stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
-    assert proc.stdout.readline().strip() == "embedding"  # mid-update: its build folder exists, `current` not flipped
-    builds = [p for p in settings.index_dir.iterdir() if p.name.startswith("build-")]
-    assert len(builds) == 2
+    live = (settings.index_dir / CURRENT).resolve()
+    assert proc.stdout.readline().strip() == "embedding"  # mid-update: `current` not flipped
+    assert (settings.index_dir / CURRENT).resolve() == live
     proc.send_signal(signal.SIGKILL)
     proc.wait()
+    half = settings.index_dir / "segments" / "seg-killed-while-writing"  # as a kill after the embedding leaves it
+    (half / "chunks").mkdir(parents=True)
+    (half / "chunks" / "vectors.faiss").write_bytes(b"half")
     loaded = Index.load(settings.index_dir)
     assert loaded.chunks == before.chunks and set(loaded.documents) == {"elm", "harbor"}
     assert Retriever(loaded, embedder, settings).search("ferry passengers", 1)[0].chunk.doc_id == "harbor"
     # the next update works and clears the leftover
     index, report = update_index(settings, embedder, add=_docs(tmp_path / "in" / "doc0.txt")[0])
     assert report.added == ["doc0"]
-    assert sorted(p.name for p in settings.index_dir.iterdir()) == sorted([CURRENT, ".lock", (settings.index_dir / CURRENT).resolve().name])
+    assert sorted(p.name for p in settings.index_dir.iterdir()) == sorted([CURRENT, ".lock", "segments", (settings.index_dir / CURRENT).resolve().name])
+    assert sorted(p.name for p in (settings.index_dir / "segments").iterdir()) == sorted(r.name for r in index.manifest.segments)
 
 
 def test_milvus_lite_index_updates_and_migrates(tiny, tmp_path):
     """The same updates on Milvus Lite, and `migrate` from FAISS to Milvus and back (for real)."""
     settings, embedder, before = tiny
     moved = migrate_index(settings, "milvus")
-    assert moved.manifest.store == "milvus" and (settings.index_dir / CURRENT / "chunks" / "milvus.db").is_dir()
-    moved.chunk_store.close(); moved.sentence_store.close()
+    segment = settings.index_dir / "segments" / moved.manifest.segments[0].name
+    assert moved.manifest.store == "milvus" and (segment / "chunks" / "milvus.db").is_dir()
+    moved.close()
     loaded = Index.load(settings.index_dir)
     assert loaded.manifest.store == "milvus" and loaded.chunks == before.chunks
     q = embedder.encode_query("ferry passengers")
     assert (loaded.chunk_store.search(q[None], 3)[1] == before.chunk_store.search(q[None], 3)[1]).all()
-    loaded.chunk_store.close(); loaded.sentence_store.close()
+    loaded.close()
     (tmp_path / "in" / "llamas.txt").write_text(LLAMAS, encoding="utf-8")
     index, report = update_index(settings, embedder, add=_docs(tmp_path / "in" / "llamas.txt")[0], remove=["elm"])
     assert report.added == ["llamas"] and index.chunk_store.count() == len(index.chunks)
     assert Retriever(index, embedder, settings).search("How many llamas?", 1)[0].chunk.doc_id == "llamas"
-    index.chunk_store.close(); index.sentence_store.close()
+    index.close()
     back = migrate_index(settings, "faiss")
     assert back.manifest.store == "faiss" and set(back.documents) == {"harbor", "llamas"}

@@ -61,3 +61,9 @@ class VectorStore(Protocol):
             StoreError: missing or damaged files; the message names them.
         """
         ...
+
+    @classmethod
+    def discard(cls, path: Path) -> None:
+        """Free what a store saved under `path` holds outside that folder (a server's collection),
+        before the folder is deleted; nothing for a store that lives in its files."""
+        ...

@@ -174,6 +174,10 @@ class FaissStore:
             raise StoreError(f"faiss store: {path / INDEX_FILE} does not match {META_FILE} (damaged or swapped); rebuild the index")
         return store
 
+    @classmethod
+    def discard(cls, path: Path) -> None:
+        """Nothing to free: the store is its files."""
+
     # -- internals ---------------------------------------------------------------------------
 
     def _maybe_rebuild(self) -> None:

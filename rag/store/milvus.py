@@ -234,6 +234,22 @@ class MilvusStore:
         """Delete the collection (a server's rows are otherwise kept after the store is gone)."""
         self._call("drop", self._client.drop_collection, self.collection)
 
+    @classmethod
+    def discard(cls, path: Path) -> None:
+        """Drop the server collection that `path`/milvus.json names; a Lite folder inside `path`
+        goes with the folder, so nothing is done for it."""
+        try:
+            meta = json.loads((Path(path) / META_FILE).read_text())
+        except (OSError, ValueError):
+            return
+        if not str(meta.get("uri", "")).startswith(("http://", "https://", "tcp://", "unix:")):
+            return
+        store = cls.load(Path(path), int(meta["dim"]))
+        try:
+            store.drop()
+        finally:
+            store.close()
+
     def __del__(self) -> None:
         self.close()
         self._cleanup_temp()
