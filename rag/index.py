@@ -103,6 +103,7 @@ class Manifest(BaseModel):
     next_sentence_id: int
     segments: list[SegmentRef]
     documents: list[DocEntry] = Field(description="the live documents, in table order")
+    retired: list[str] = Field([], description="segments of the previous version this one no longer names, kept on disk until the next change when their store serves from outside this process's memory")
     built_at: float
 
 
@@ -243,6 +244,14 @@ class Segment:
             if hasattr(store, "close"):
                 store.close()
 
+    def drop_if_unsaved(self) -> None:
+        """A segment made in memory and merged before it was saved: free its stores' rows (on a
+        server they would otherwise stay as a collection nothing names)."""
+        if self.folder is None and self._stores is not None:
+            for store in self._stores:
+                store.drop()
+            self.close()
+
 
 class Index:
     """A version of the index: the manifest and its segments, seen as one set of tables and stores.
@@ -260,6 +269,7 @@ class Index:
         self.manifest = manifest
         self.segments = segments
         self._removed = [set(r.removed) for r in manifest.segments]
+        self.build: str | None = None  # the build folder this version was loaded from or saved to
 
     # -- the views (computed on first use) ------------------------------------------------
     def _live(self):
@@ -428,6 +438,7 @@ class Index:
         for seg in self.segments:
             if seg.folder is None:
                 seg.save(index_dir / SEGMENTS)
+        self.manifest = self.manifest.model_copy(update={"retired": _retired(index_dir, self.manifest)})
         _write_atomic(build / "manifest.json", self.manifest.model_dump_json(indent=1))
         _fsync_dir(build)
         link = index_dir / f".{CURRENT}.tmp-{os.getpid()}"
@@ -437,6 +448,7 @@ class Index:
         os.replace(link, index_dir / CURRENT)  # the atomic step
         _fsync_dir(index_dir)
         _remove_unused(index_dir, keep=build.name, manifest=self.manifest)
+        self.build = build.name
         return build
 
     @classmethod
@@ -454,6 +466,7 @@ class Index:
         known = {s.name: s for s in reuse.segments} if reuse is not None and reuse.manifest.store == manifest.store else {}
         segments = [known.get(ref.name) or Segment.open(index_dir / SEGMENTS / ref.name, manifest) for ref in manifest.segments]
         index = cls(manifest, segments)
+        index.build = build.name
         return index if lazy else index.check()
 
     def check_settings(self, embedder: Encoder, settings: Settings) -> None:
@@ -656,14 +669,17 @@ def _tidy(segments: list[Segment], refs: list[SegmentRef], removed_chunks: dict[
             rewrites += 1
             continue
         if ref.removed and (gone >= COMPACT_SHARE * seg.meta.n_chunks or seg.meta.n_chunks <= COMPACT_SMALL):
-            seg, ref = _merge([seg], [ref], kind, dim), None
-            ref = SegmentRef(name=seg.name)
+            rewritten = _merge([seg], [ref], kind, dim)
+            seg.drop_if_unsaved()
+            seg, ref = rewritten, SegmentRef(name=rewritten.name)
             rewrites += 1
         out_s.append(seg)
         out_r.append(ref)
     live = lambda s, r: s.meta.n_chunks - (removed_chunks.get(s.name, 0) if r.removed else 0)  # noqa: E731
     while len(out_s) >= 2 and live(out_s[-1], out_r[-1]) >= MERGE_RATIO * live(out_s[-2], out_r[-2]):
         merged = _merge(out_s[-2:], out_r[-2:], kind, dim)
+        for part in out_s[-2:]:
+            part.drop_if_unsaved()
         out_s[-2:], out_r[-2:] = [merged], [SegmentRef(name=merged.name)]
         rewrites += 1
     return out_s, out_r, rewrites
@@ -990,7 +1006,7 @@ def _remove_unused(index_dir: Path, keep: str, manifest: Manifest) -> None:
             path.unlink(missing_ok=True)
     if live != keep:  # another build is live (cannot happen under the lock): keep every segment
         return
-    named = {r.name for r in manifest.segments}
+    named = {r.name for r in manifest.segments} | set(manifest.retired)
     segments_dir = index_dir / SEGMENTS
     for path in segments_dir.iterdir() if segments_dir.is_dir() else ():
         if path.name in named or not path.is_dir():
@@ -999,6 +1015,29 @@ def _remove_unused(index_dir: Path, keep: str, manifest: Manifest) -> None:
             _discard_store(manifest.store, path / sub)
         shutil.rmtree(path, ignore_errors=True)
         log.info("index: removed unused segment %s", path.name)
+
+
+def _retired(index_dir: Path, manifest: Manifest) -> list[str]:
+    """Segments the live version names and `manifest` does not, when they must outlive it.
+
+    A FAISS store is read whole into memory, so a process still answering from the previous
+    version never reads its segment's files again: they can go at once. A Milvus store serves
+    its rows from a server (or a Lite folder's server), so a process that has not yet switched
+    to the new version would find its collections gone; those segments stay one change longer
+    (the app switches at its next question, see Pipeline.retriever).
+    """
+    from .store import store_class
+
+    if getattr(store_class(manifest.store), "in_memory", False):
+        return []
+    try:
+        live = _read_manifest((index_dir / CURRENT).resolve())
+    except StaleIndex:
+        return []
+    if live.store != manifest.store:
+        return []
+    named = {r.name for r in manifest.segments}
+    return [r.name for r in live.segments if r.name not in named]
 
 
 def _discard_store(kind: str, path: Path) -> None:

@@ -7,6 +7,7 @@ and loads on first use or in its `warm_up()`.
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import re
 import threading
@@ -23,7 +24,7 @@ from .config import Settings
 from .env import apply_env_defaults
 from .corpus import load_corpus
 from .embedding import Embedder, Encoder
-from .index import Index, UpdateReport, ensure_index
+from .index import CURRENT, Index, StaleIndex, UpdateReport, ensure_index
 from .llm import Generator, LLMError, OnToken, make_generator
 from .phrasing import messages as phrasing_messages
 from .prompt import build_messages
@@ -104,6 +105,7 @@ class Pipeline:
         self.settings = settings or Settings()
         self.policy = AnswerPolicy(self.settings)
         self._lock = threading.RLock()
+        self._follow_lock = threading.Lock()
         self._embedder = embedder or (retriever.embedder if retriever else None)
         self._index = index or (retriever.index if retriever else None)
         self._retriever = retriever
@@ -129,6 +131,7 @@ class Pipeline:
 
     @property
     def retriever(self) -> Retriever:
+        self._follow_index()
         with self._lock:
             if self._retriever is None:
                 self._retriever = Retriever(self.index, self.embedder, self.settings)
@@ -175,6 +178,31 @@ class Pipeline:
         retriever.warm_up()
         with self._lock:
             self._index, self._retriever = index, retriever
+
+    def _follow_index(self) -> None:
+        """Switch to the index version on disk when another process changed it (a `rag add`
+        beside the app): one readlink per question; the switch reads only the new segments.
+        A version this pipeline cannot use (another embedding model, say) is logged and skipped."""
+        index, index_dir = self._index, self.settings.index_dir
+        if index is None or index.build is None or index_dir is None:
+            return
+        try:
+            live = os.path.basename(os.readlink(index_dir / CURRENT))
+        except OSError:
+            return
+        if live == index.build or not self._follow_lock.acquire(blocking=False):
+            return  # unchanged, or another question is switching already
+        try:
+            newer = Index.load(index_dir, reuse=index)
+            newer.check_settings(self.embedder, self.settings)
+            if newer.build != index.build:
+                log.info("index: switching to %s, changed by another process", newer.build)
+                self.use_index(newer)
+        except (StaleIndex, OSError) as err:
+            log.warning("index: the version on disk cannot be used (%s); answering from %s", err, index.build)
+            index.build = live  # do not try this version again
+        finally:
+            self._follow_lock.release()
 
     def add_files(self, paths: list[Path], progress: bool = False) -> UpdateReport:
         """Convert, embed and index these files (only new or changed ones), then answer from the

@@ -174,7 +174,8 @@ def running_app(root: Path, extra_docs: dict[str, str] | None = None, index_from
 
 @contextmanager
 def server_process(cmd: list[str], probe: str, log_path: Path, timeout_s: float, what: str, fail, **popen) -> Iterator[int]:
-    """Run `cmd` (output to `log_path`) until `probe` answers 200, yield its pid, stop it after.
+    """Run `cmd` (output to `log_path`) until `probe` answers 200 (an http URL) or accepts a
+    connection (tcp://host:port), yield its pid, stop it after.
 
     `fail(message)` is called, with the end of the log, if it exits early or is not up in time.
     """
@@ -190,6 +191,12 @@ def server_process(cmd: list[str], probe: str, log_path: Path, timeout_s: float,
             if proc.poll() is not None:
                 fail(f"{what} exited with {proc.returncode}:\n{log_path.read_text()[-3000:]}")
             try:
+                if probe.startswith("tcp://"):
+                    import socket
+
+                    host, _, port = probe[len("tcp://") :].rpartition(":")
+                    socket.create_connection((host, int(port)), timeout=2).close()
+                    break
                 with urllib.request.urlopen(probe, timeout=2) as r:
                     if r.status == 200:
                         break
@@ -206,6 +213,19 @@ def server_process(cmd: list[str], probe: str, log_path: Path, timeout_s: float,
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+@pytest.fixture(scope="session")
+def milvus_server(tmp_path_factory) -> Iterator[str]:
+    """A Milvus server in its own process on loopback: milvus-lite's gRPC server
+    (`python -m milvus_lite server`), which speaks the protocol of a Milvus server or cluster, so
+    MilvusStore reaches it by an http URI exactly as it would reach one."""
+    pytest.importorskip("milvus_lite")
+    folder = tmp_path_factory.mktemp("milvus-server")
+    port = free_port()
+    cmd = [sys.executable, "-m", "milvus_lite", "server", "--data-dir", str(folder / "data"), "--host", "127.0.0.1", "--port", str(port)]
+    with server_process(cmd, f"tcp://127.0.0.1:{port}", folder / "server.log", 60, "milvus server", pytest.fail):
+        yield f"http://127.0.0.1:{port}"
 
 
 @pytest.fixture(scope="session")

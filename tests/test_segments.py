@@ -169,3 +169,20 @@ def test_segmented_store_merges_by_score_and_hides_removed_rows():
         view.get(np.array([20]))
     scores, ids = view.search(vectors[:1], 40)  # more than there are: padded
     assert (ids[0, 28:] == -1).all() and np.isinf(scores[0, 28:]).all() and len(set(ids[0, :28].tolist())) == 28
+
+
+def test_the_app_follows_an_update_made_by_another_process(fake_pipeline, caplog):
+    """A `rag add` beside the app: the next question sees the new version; an unusable version
+    on disk is logged and the app keeps answering from the one it has."""
+    pipeline = fake_pipeline(corpus={f"d{n:02d}.txt": _doc(n, topic).text for n, topic in enumerate(TOPICS)})
+    first = pipeline.retriever.index
+    update_index(pipeline.settings, pipeline.embedder, add=[_doc(40, "paper mill")])  # no base: as another process would
+    assert pipeline.retriever.index is not first and "d40" in pipeline.retriever.index.documents
+    assert pipeline.retriever.search("paper mill visitors", 1)[0].chunk.doc_id == "d40"
+    assert all(a is b for a, b in zip(pipeline.retriever.index.segments, first.segments))  # old segments shared, not re-read
+
+    other = pipeline.settings.model_copy(update={"chunk_size": 64})
+    ensure_index(load_corpus(other.corpus_dir), pipeline.embedder, other, rebuild=True)  # built with other settings
+    kept = pipeline.retriever.index
+    assert "d40" in kept.documents
+    assert "cannot be used" in caplog.text

@@ -1,4 +1,5 @@
-"""The VectorStore contract, run for real against every store in STORES (FAISS exact and IVF, Milvus Lite).
+"""The VectorStore contract, run for real against every store in STORES (FAISS exact and IVF,
+Milvus Lite in-process, and a Milvus server in its own process reached by an http URI).
 
 Defined here where the protocol leaves a choice:
   - padding: a search for more rows than stored pads with id -1 and score -inf;
@@ -15,8 +16,12 @@ from rag.store import STORES, StoreError, VectorStore, new_store, open_store
 
 DIM = 16
 
-# Every registered store, plus FAISS forced onto its IVF path (ann_threshold=0).
-VARIANTS = [pytest.param((kind, {}), id=kind) for kind in sorted(STORES)] + [pytest.param(("faiss", {"ann_threshold": 0}), id="faiss-ivf")]
+# Every registered store, plus FAISS forced onto its IVF path (ann_threshold=0) and Milvus on a
+# server ("server": the milvus_server fixture's URI).
+VARIANTS = [pytest.param((kind, {}), id=kind) for kind in sorted(STORES)] + [
+    pytest.param(("faiss", {"ann_threshold": 0}), id="faiss-ivf"),
+    pytest.param(("milvus", {"uri": "server"}), id="milvus-server"),
+]
 
 
 def unit(n: int, seed: int = 0, dim: int = DIM) -> np.ndarray:
@@ -28,6 +33,8 @@ def unit(n: int, seed: int = 0, dim: int = DIM) -> np.ndarray:
 def make(request):
     """make() -> an empty store of this variant; stores are closed after the test."""
     kind, options = request.param
+    if options.get("uri") == "server":
+        options = {**options, "uri": request.getfixturevalue("milvus_server")}
     made = []
 
     def factory(dim: int = DIM) -> VectorStore:

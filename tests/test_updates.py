@@ -264,3 +264,62 @@ def test_milvus_lite_index_updates_and_migrates(tiny, tmp_path):
     index.close()
     back = migrate_index(settings, "faiss")
     assert back.manifest.store == "faiss" and set(back.documents) == {"harbor", "llamas"}
+
+
+SERVER_ADD_SCRIPT = """
+import sys
+sys.path[:0] = [{tests!r}]
+from fakes import HashEmbedder
+from conftest import make_settings
+from rag.corpus import read_document
+from rag.index import update_index
+from pathlib import Path
+
+settings = make_settings(Path({root!r}), store="milvus")
+doc = read_document(Path({path!r}), 10**7)[0]
+index, report = update_index(settings, HashEmbedder(), add=[doc])
+print(",".join(report.added), index.manifest.n_chunks, flush=True)
+"""
+
+
+def test_an_index_on_a_milvus_server_is_shared_by_two_processes(tmp_path, milvus_server, monkeypatch):
+    """With RAG_MILVUS_URI set, the segments' stores are collections on the server: a second
+    process adds a document while this one holds the index open (Milvus Lite would refuse); the
+    open version keeps working (the segments it reads outlive it by one change), this process then
+    sees the new one, and collections of segments no version needs are dropped from the server."""
+    from pymilvus import MilvusClient
+
+    monkeypatch.setenv("RAG_MILVUS_URI", milvus_server)
+    root = tmp_path / "root"
+    (root / "corpus").mkdir(parents=True)
+    for name, text in TINY_CORPUS.items():
+        (root / "corpus" / name).write_text(text, encoding="utf-8")
+    settings, embedder = make_settings(root, store="milvus"), HashEmbedder()
+    index = ensure_index(load_corpus(settings.corpus_dir), embedder, settings)
+    client = MilvusClient(uri=milvus_server)
+    ours = lambda: sorted(c for c in client.list_collections() if c.startswith("rag_"))  # noqa: E731
+    assert len(ours()) == 2 and index.chunk_store.stores[0].uri == milvus_server
+    held = Retriever(index, embedder, settings)
+    assert held.search("ferry passengers", 1)[0].chunk.doc_id == "harbor"
+
+    (tmp_path / "in" ).mkdir()
+    (tmp_path / "in" / "llamas.txt").write_text(LLAMAS, encoding="utf-8")
+    script = SERVER_ADD_SCRIPT.format(tests=str(REPO / "tests"), root=str(root), path=str(tmp_path / "in" / "llamas.txt"))
+    out = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "PYTHONPATH": str(REPO), "RAG_MILVUS_URI": milvus_server})
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split()[0] == "llamas"
+    assert held.search("ferry passengers", 1)[0].chunk.doc_id == "harbor"  # the open index is untouched
+
+    now = Index.load(settings.index_dir, reuse=index)
+    assert set(now.documents) == {"elm", "harbor", "llamas"}
+    assert Retriever(now, embedder, settings).search("How many llamas does the farm keep?", 1)[0].chunk.doc_id == "llamas"
+    def collections(version):
+        return {store.collection for seg in version.segments for store in (seg.chunk_store, seg.sentence_store)}
+
+    assert set(ours()) == collections(now) | collections(index)  # the merged-away segment stays one change
+    removed, report = update_index(settings, embedder, remove=["llamas"], base=now)
+    assert set(ours()) == collections(removed) | collections(now) and "llamas" not in removed.documents
+    assert not collections(index) & set(ours()) - collections(now)  # two changes old: dropped
+    removed.close()
+    client.close()

@@ -24,6 +24,9 @@ class VectorStore(Protocol):
     kind: str
     """Registry name, recorded in the index manifest ("faiss", "milvus", ...)."""
     dim: int
+    in_memory: bool
+    """True if `load` reads every row into this process, so the saved files may be deleted while
+    it is in use; False if rows are served from elsewhere (a database, a server) on each call."""
 
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
         """Insert rows; `ids` (n,) int64 must not exist yet, `vectors` (n, dim) float32."""
@@ -60,6 +63,11 @@ class VectorStore(Protocol):
         Raises:
             StoreError: missing or damaged files; the message names them.
         """
+        ...
+
+    def drop(self) -> None:
+        """Delete every row and whatever holds them (a server's collection): for a store that
+        will never be saved or used again."""
         ...
 
     @classmethod

@@ -45,6 +45,7 @@ class FaissStore:
     """
 
     kind = "faiss"
+    in_memory = True  # load() reads every row into memory; the files are not read again
 
     def __init__(self, dim: int, ann_threshold: int = 100_000, nprobe: int = 64) -> None:
         if dim < 1:
@@ -173,6 +174,12 @@ class FaissStore:
         ):
             raise StoreError(f"faiss store: {path / INDEX_FILE} does not match {META_FILE} (damaged or swapped); rebuild the index")
         return store
+
+    def drop(self) -> None:
+        """Forget every row (the memory is freed; saved files are not touched)."""
+        self._index = faiss.IndexIDMap2(faiss.IndexFlatIP(self.dim))
+        self._ids = np.empty(0, dtype=np.int64)
+        self._trained_rows = 0
 
     @classmethod
     def discard(cls, path: Path) -> None:

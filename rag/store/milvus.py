@@ -56,6 +56,7 @@ class MilvusStore:
     """
 
     kind = "milvus"
+    in_memory = False  # rows stay in Milvus (a server, or Lite's server on the folder)
 
     def __init__(
         self,
