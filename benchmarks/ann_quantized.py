@@ -11,7 +11,10 @@ rescores those C exactly against the float vectors (faiss IndexRefine over an In
 k_factor = C / 10) and returns the top 10. Candidate counts C are swept per code:
 
   - PQ{M}x4fs: 4-bit product quantizer read by faiss's SIMD fast-scan kernels (M sub-vectors of
-    384/M dims, 16 centroids each; M/2 bytes a vector: 48, 96, 192 B for M = 96, 192, 384);
+    384/M dims, 16 centroids each; M/2 bytes a vector: 48, 64, 96, 192 B for M = 96, 128, 192, 384);
+    a "scan only" row is its own top 10 without rescoring (the scan's cost and raw recall);
+  - PQ96x4fs>SQ8: two rescoring stages, PQ96x4fs's C candidates rescored by SQ8 codes, whose
+    best 100 are rescored by the floats (+366 MB of SQ8 codes at 1M);
   - RaBitQ-fs: faiss's RaBitQ, 1 bit per dimension (sign code with a distance correction, 48 B +
     a few floats), fast-scan version, queries quantized to its default qb bits;
   - LSH{b}: b sign bits of a random projection (faiss IndexLSH, rotate_data), Hamming scan,
@@ -27,7 +30,7 @@ encoding (faiss's default OpenMP threads); codes MB is the code index's RSS grow
 serialized size; the float vectors for rescoring (n * 384 * 4 B, 1465 MB at 1M) come on top of
 every quantized config, as they do for exact search.
 
-After the sweep, on the first --store-config, rows are added and removed as a store would: 50
+After the sweep, on --store-config, rows are added and removed as a store would: 50
 appended (base codes and float rows together), then removed again, then 50 existing rows removed;
 timed, and checked for staying aligned (IndexRefine has no remove_ids, so both halves are compacted
 with the same selector, see `remove_rows`).
@@ -55,7 +58,9 @@ from benchmarks.ann import DIM, K, NOISE, TARGET_MS, TARGET_RECALL, clustered, n
 
 # name -> candidate counts C swept (C = k * k_factor)
 CONFIGS: dict[str, tuple[int, ...]] = {
-    "PQ96x4fs": (1000, 2000, 5000, 10000, 20000),
+    "PQ96x4fs": (1000, 2000, 5000, 7500, 10000, 12500, 15000, 20000),
+    "PQ128x4fs": (1000, 2000, 3000, 5000, 7500),
+    "PQ96x4fs>SQ8": (10000, 20000, 30000),
     "PQ192x4fs": (100, 200, 500, 1000, 2000, 5000),
     "PQ384x4fs": (50, 100, 200, 500, 1000),
     "RaBitQ-fs": (1000, 5000, 20000),
@@ -65,10 +70,14 @@ CONFIGS: dict[str, tuple[int, ...]] = {
     "SQ4": (100,),
 }
 TRAIN_ROWS = 100_000  # training sample for the quantizers that learn (PQ, SQ)
+MID_C = 100  # two-stage configs (A>B): A's C candidates rescored by B's codes, B's best MID_C by the floats
 
 
 def make_base(name: str) -> faiss.Index:
     """The code index of one config (inner product, so IndexRefine accepts it)."""
+    if ">" in name:  # A>B: IndexRefine(A, B); its k_factor is set per C
+        first, second = name.split(">")
+        return faiss.IndexRefine(make_base(first), make_base(second))
     if name == "RaBitQ-fs":
         return faiss.IndexRaBitQFastScan(DIM, faiss.METRIC_INNER_PRODUCT, 32, 1)
     if name.startswith("LSH"):
@@ -143,8 +152,16 @@ def run_data(n: int, dataset: str, names: list[str], n_queries: int, exact_queri
         log(f"n={n:,} {dataset}: {name} built in {build_s:.1f}s, codes {size:.0f} MB, cpu so far {cpu_s():.0f}s")
         refine = faiss.IndexRefine(base, flat)  # shares the flat index's rows
         faiss.omp_set_num_threads(1)
+        if ">" not in name:  # the scan alone: its own top 10, no rescoring
+            for qname, q in queries.items():
+                found, ms = timed_search(base, q)
+                row(qname, name, "scan only", build_s, mem, size, found, ms)
         for c in CONFIGS[name]:
-            refine.k_factor = c / K
+            if ">" in name:
+                base.k_factor = c / MID_C
+                refine.k_factor = MID_C / K
+            else:
+                refine.k_factor = c / K
             for qname, q in queries.items():
                 found, ms = timed_search(refine, q)
                 row(qname, name, c, build_s, mem, size, found, ms)
@@ -170,7 +187,10 @@ def store_check(refine: faiss.IndexRefine, rng: np.random.Generator, queries: di
     before = timed_search(refine, q)[0]
     doc = unit(rng, 50)  # one 10-page document is ~50 chunks
     t = time.perf_counter()
-    refine.add(doc)
+    refine.base_index.add(doc)
+    add_codes_ms = (time.perf_counter() - t) * 1000
+    refine.refine_index.add(doc)
+    refine.ntotal = refine.refine_index.ntotal
     add_ms = (time.perf_counter() - t) * 1000
     t = time.perf_counter()
     remove_rows(refine, np.arange(n, n + 50))
@@ -178,7 +198,10 @@ def store_check(refine: faiss.IndexRefine, rng: np.random.Generator, queries: di
     same = bool(np.array_equal(timed_search(refine, q)[0], before))
     gone = np.sort(rng.choice(n, 50, replace=False))
     t = time.perf_counter()
-    remove_rows(refine, gone)
+    refine.base_index.remove_ids(faiss.IDSelectorBatch(gone))
+    remove_codes_ms = (time.perf_counter() - t) * 1000
+    refine.refine_index.remove_ids(faiss.IDSelectorBatch(gone))
+    refine.ntotal = refine.refine_index.ntotal
     remove_old_ms = (time.perf_counter() - t) * 1000
     # ids after removal are positions in the compacted index; map back to the original positions
     keep = np.delete(np.arange(n), gone)
@@ -191,10 +214,10 @@ def store_check(refine: faiss.IndexRefine, rng: np.random.Generator, queries: di
     exact = np.stack([refine.refine_index.reconstruct(int(i)) for i in probe])
     cos = float(np.mean(np.sum(decoded * exact, axis=1) / np.linalg.norm(decoded, axis=1)))
     lines = [
-        f"- add 50 rows: {add_ms:.1f} ms; remove those 50: {remove_new_ms:.1f} ms; results of {len(q)} {qname} queries afterwards "
+        f"- add 50 rows: {add_ms:.1f} ms ({add_codes_ms:.1f} of it the codes); remove those 50: {remove_new_ms:.1f} ms; results of {len(q)} {qname} queries afterwards "
         f"{'identical' if same else 'CHANGED'} to before",
-        f"- remove 50 random existing rows: {remove_old_ms:.1f} ms; recall@10 of the remaining true top 10 afterwards {still:.3f}; "
-        f"cosine of decoded code to its float row over 1000 rows {cos:.3f} (aligned)",
+        f"- remove 50 random existing rows: {remove_old_ms:.1f} ms ({remove_codes_ms:.1f} of it the codes); recall@10 of the remaining true top 10 afterwards {still:.3f}; "
+        f"cosine of decoded code to its float row over 1000 rows {cos:.3f} ({'aligned' if cos > 0.5 else 'MISALIGNED'})",
     ]
     for line in lines:
         log(line)
@@ -220,7 +243,7 @@ def idmap_check() -> str:
 
 
 def _fmt(r: dict) -> str:
-    c = r["C"] if r["C"] == "-" else f"{r['C']:,}"
+    c = f"{r['C']:,}" if isinstance(r["C"], int) else r["C"]
     return (
         f"| {r['n']:,} | {r['data']} | {r['queries']} | {r['index']} | {c} | {r['build_s']:.1f} | {r['recall']:.3f} | "
         f"{r['p50']:.2f} | {r['p95']:.2f} | {r['timed']} | {r['codes_rss_mb']:.0f} | {r['codes_mb']:.0f} |"
@@ -252,8 +275,8 @@ def main() -> int:
     parser.add_argument("--exact-queries", type=int, default=20, help="queries per set timed on the exact index")
     parser.add_argument("--data", nargs="+", default=["random", "clustered"], choices=["random", "clustered"])
     parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS), help="code indexes on random data")
-    parser.add_argument("--clustered-configs", nargs="*", default=["PQ96x4fs", "PQ192x4fs", "PQ384x4fs"], choices=list(CONFIGS))
-    parser.add_argument("--store-config", default="PQ192x4fs", help="config whose add/remove is checked on random data ('' for none)")
+    parser.add_argument("--clustered-configs", nargs="*", default=["PQ96x4fs", "PQ128x4fs", "PQ192x4fs"], choices=list(CONFIGS))
+    parser.add_argument("--store-config", default="PQ96x4fs", help="config whose add/remove is checked on random data ('' for none)")
     parser.add_argument("--threads", type=int, default=0, help="OpenMP threads for building and ground truth (0: faiss default)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, help="markdown file (default benchmarks/results/ann-quantized-<date>-<commit>.md)")
