@@ -13,6 +13,8 @@ k_factor = C / 10) and returns the top 10. Candidate counts C are swept per code
   - PQ{M}x4fs: 4-bit product quantizer read by faiss's SIMD fast-scan kernels (M sub-vectors of
     384/M dims, 16 centroids each; M/2 bytes a vector: 48, 64, 96, 192 B for M = 96, 128, 192, 384);
     a "scan only" row is its own top 10 without rescoring (the scan's cost and raw recall);
+  - PQ96x4fs,RFlat: the index_factory form of PQ96x4fs + IndexRefine(IndexFlatIP), as a store
+    would make it (an IndexRefineFlat with its own copy of the floats, its own search code);
   - PQ96x4fs>SQ8: two rescoring stages, PQ96x4fs's C candidates rescored by SQ8 codes, whose
     best 100 are rescored by the floats (+366 MB of SQ8 codes at 1M);
   - RaBitQ-fs: faiss's RaBitQ, 1 bit per dimension (sign code with a distance correction, 48 B +
@@ -61,6 +63,7 @@ CONFIGS: dict[str, tuple[int, ...]] = {
     "PQ96x4fs": (1000, 2000, 5000, 7500, 10000, 12500, 15000, 20000),
     "PQ128x4fs": (1000, 2000, 3000, 5000, 7500),
     "PQ96x4fs>SQ8": (10000, 20000, 30000),
+    "PQ96x4fs,RFlat": (10000, 12500, 15000),
     "PQ192x4fs": (100, 200, 500, 1000, 2000, 5000),
     "PQ384x4fs": (50, 100, 200, 500, 1000),
     "RaBitQ-fs": (1000, 5000, 20000),
@@ -150,9 +153,10 @@ def run_data(n: int, dataset: str, names: list[str], n_queries: int, exact_queri
         build_s, mem = time.perf_counter() - t, rss_mb() - before
         size = len(faiss.serialize_index(base)) / 2**20
         log(f"n={n:,} {dataset}: {name} built in {build_s:.1f}s, codes {size:.0f} MB, cpu so far {cpu_s():.0f}s")
-        refine = faiss.IndexRefine(base, flat)  # shares the flat index's rows
+        own = name.endswith(",RFlat")  # the factory's IndexRefineFlat holds its own floats
+        refine = base if own else faiss.IndexRefine(base, flat)  # else: shares the flat index's rows
         faiss.omp_set_num_threads(1)
-        if ">" not in name:  # the scan alone: its own top 10, no rescoring
+        if ">" not in name and not own:  # the scan alone: its own top 10, no rescoring
             for qname, q in queries.items():
                 found, ms = timed_search(base, q)
                 row(qname, name, "scan only", build_s, mem, size, found, ms)
@@ -166,7 +170,7 @@ def run_data(n: int, dataset: str, names: list[str], n_queries: int, exact_queri
                 found, ms = timed_search(refine, q)
                 row(qname, name, c, build_s, mem, size, found, ms)
         faiss.omp_set_num_threads(build_threads)
-        if name == store_config:  # checked after the sweep: it changes the shared float rows
+        if name == store_config and not own:  # checked after the sweep: it changes the shared float rows
             kept = refine
         del refine, base
         gc.collect()
@@ -216,7 +220,8 @@ def store_check(refine: faiss.IndexRefine, rng: np.random.Generator, queries: di
     lines = [
         f"- add 50 rows: {add_ms:.1f} ms ({add_codes_ms:.1f} of it the codes); remove those 50: {remove_new_ms:.1f} ms; results of {len(q)} {qname} queries afterwards "
         f"{'identical' if same else 'CHANGED'} to before",
-        f"- remove 50 random existing rows: {remove_old_ms:.1f} ms ({remove_codes_ms:.1f} of it the codes); recall@10 of the remaining true top 10 afterwards {still:.3f}; "
+        f"- remove 50 random existing rows: {remove_old_ms:.1f} ms ({remove_codes_ms:.1f} of it the codes); recall@10 of the remaining true top 10 afterwards {still:.3f} "
+        f"(C = {refine.k_factor * K:,.0f}, the sweep's last); "
         f"cosine of decoded code to its float row over 1000 rows {cos:.3f} ({'aligned' if cos > 0.5 else 'MISALIGNED'})",
     ]
     for line in lines:
