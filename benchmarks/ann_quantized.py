@@ -46,6 +46,7 @@ import gc
 import os
 import platform
 import resource
+import shlex
 import subprocess
 import sys
 import time
@@ -318,7 +319,7 @@ def main() -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     text = (
         f"# Quantized scan + exact rescoring (IndexRefine) vs the 0.98 @ 5 ms target\n\n{header}\n\n"
-        f"`python benchmarks/ann_quantized.py {' '.join(sys.argv[1:])}`\n\n## Summary\n\n{summary(rows)}\n\n"
+        f"`python benchmarks/ann_quantized.py {shlex.join(sys.argv[1:])}`\n\n## Summary\n\n{summary(rows)}\n\n"
         f"## Adding and removing rows\n\n- {idmap}\n" + "\n".join(store_lines) + f"\n\n## All rows\n\n{HEADER}\n" + "\n".join(_fmt(r) for r in rows) + "\n"
     )
     out.write_text(text)
