@@ -183,15 +183,17 @@ def run_size(n: int, dataset: str, n_queries: int, ef_construction: int, search_
     return rows
 
 
-def store_run(n: int, batch: int, n_queries: int, search_threads: int, seed: int, log) -> dict:
-    """FaissStore end to end on clustered vectors: adds in batches (crossing its ANN threshold and
-    retraining as it grows, as an index fed file by file would), then one document's worth of
-    adds and deletes, and searches."""
-    sys.path.insert(0, str(REPO))  # this checkout's rag, whatever is installed
+def store_run(n: int, dataset: str, batch: int, n_queries: int, search_threads: int, seed: int, log) -> dict:
+    """FaissStore end to end (its default approximate index) on random or clustered vectors: adds
+    in batches (crossing its ANN threshold and retraining as it grows, as an index fed file by
+    file would), then one document's worth of adds and deletes, and searches."""
     from rag.store.faiss import FaissStore
 
     rng = np.random.default_rng(seed)
-    data, queries = clustered(rng, n, n_queries)
+    if dataset == "clustered":
+        data, queries = clustered(rng, n, n_queries)
+    else:
+        data, queries = unit(rng, n), unit(rng, n_queries)
     store = FaissStore(DIM)
     slowest, t0 = 0.0, time.perf_counter()
     for start in range(0, n, batch):
@@ -215,21 +217,29 @@ def store_run(n: int, batch: int, n_queries: int, search_threads: int, seed: int
         ms.append((time.perf_counter() - t) * 1000)
     truth = np.concatenate([np.argsort(-(queries[i : i + 20] @ data.T), axis=1)[:, :K] for i in range(0, n_queries, 20)])
     row = {
-        "n": n, "mode": f"IVF nlist={store.nlist} nprobe={store.nprobe}" if store.approximate else "exact",
+        "n": n, "mode": _mode(store),
         "build_s": build_s, "slowest_add_s": slowest, "add50_ms": add_ms, "delete50_ms": delete_ms,
         "recall": recall(found, truth), "p50": float(np.percentile(ms, 50)), "p95": float(np.percentile(ms, 95)),
     }
     log(
-        f"| {n:,} | {row['mode']} | {batch:,} | {build_s:.1f} | {slowest:.1f} | {add_ms:.1f} | {delete_ms:.1f} | "
+        f"| {n:,} | {dataset} | {row['mode']} | {batch:,} | {build_s:.1f} | {slowest:.1f} | {add_ms:.1f} | {delete_ms:.1f} | "
         f"{row['recall']:.3f} | {row['p50']:.2f} | {row['p95']:.2f} |"
     )
     return row
 
 
 STORE_HEADER = (
-    "| n | FaissStore mode | add batch | build s | slowest add s | add 50 ms | delete 50 ms | recall@10 | p50 ms | p95 ms |\n"
-    "|---|---|---|---|---|---|---|---|---|---|"
+    "| n | data | FaissStore mode | add batch | build s | slowest add s | add 50 ms | delete 50 ms | recall@10 | p50 ms | p95 ms |\n"
+    "|---|---|---|---|---|---|---|---|---|---|---|"
 )
+
+
+def _mode(store) -> str:
+    if not store.approximate:
+        return "exact"
+    if store.ann == "ivf":
+        return f"IVF nlist={store.nlist} nprobe={store.nprobe}"
+    return f"PQ{store.dim // 4}x4fs + exact rescoring of {store.candidates:,}"
 
 
 def _fmt(row: dict) -> str:
@@ -254,7 +264,7 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=0, help="OpenMP threads for building (0: faiss default)")
     parser.add_argument("--search-threads", type=int, default=1, help="OpenMP threads while timing single queries")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--store", type=int, nargs="*", default=[], help="also run FaissStore end to end at these sizes (clustered data)")
+    parser.add_argument("--store", type=int, nargs="*", default=[], help="also run FaissStore end to end at these sizes (on each --data)")
     parser.add_argument("--store-batch", type=int, default=10_000, help="rows per add in the --store run")
     parser.add_argument("--out", type=Path, help="markdown file for the table (default: print only)")
     args = parser.parse_args()
@@ -281,7 +291,8 @@ def main() -> int:
     if args.store:
         log(STORE_HEADER)
         for n in args.store:
-            store_run(n, args.store_batch, args.queries, args.search_threads, args.seed, lambda line: (store_lines.append(line), log(line)))
+            for dataset in args.data:
+                store_run(n, dataset, args.store_batch, args.queries, args.search_threads, args.seed, lambda line: (store_lines.append(line), log(line)))
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         text = f"# ANN benchmark: exact vs HNSW vs IVF\n\n{header}\n\n`python benchmarks/ann.py {' '.join(sys.argv[1:])}`\n"

@@ -16,10 +16,11 @@ from rag.store import STORES, StoreError, VectorStore, new_store, open_store
 
 DIM = 16
 
-# Every registered store, plus FAISS forced onto its IVF path (ann_threshold=0) and Milvus on a
+# Every registered store, plus FAISS forced onto its two approximate paths (ann_threshold=0) and Milvus on a
 # server ("server": the milvus_server fixture's URI).
 VARIANTS = [pytest.param((kind, {}), id=kind) for kind in sorted(STORES)] + [
-    pytest.param(("faiss", {"ann_threshold": 0}), id="faiss-ivf"),
+    pytest.param(("faiss", {"ann_threshold": 0, "ann": "pq"}), id="faiss-pq"),
+    pytest.param(("faiss", {"ann_threshold": 0, "ann": "ivf"}), id="faiss-ivf"),
     pytest.param(("milvus", {"uri": "server"}), id="milvus-server"),
 ]
 

@@ -27,10 +27,11 @@ def recall_at_10(store: FaissStore, data: np.ndarray, ids: np.ndarray, queries: 
     return float(np.mean([len(set(f) & set(t)) / 10 for f, t in zip(found.tolist(), truth.tolist())]))
 
 
-def test_switches_to_approximate_past_the_threshold_with_high_recall():
+@pytest.mark.parametrize("ann", ["pq", "ivf"])
+def test_switches_to_approximate_past_the_threshold_with_high_recall(ann):
     data = clustered(3000)
     ids = np.arange(3000, dtype=np.int64) * 7 + 3  # ids unrelated to row order
-    store = FaissStore(DIM, ann_threshold=1000)
+    store = FaissStore(DIM, ann_threshold=1000, ann=ann)
     store.add(ids[:1000], data[:1000])
     assert not store.approximate, "at the threshold: still exact"
     store.add(ids[1000:], data[1000:])
@@ -42,10 +43,11 @@ def test_switches_to_approximate_past_the_threshold_with_high_recall():
     np.testing.assert_allclose(store.get(ids[[5, 2999]]), data[[5, 2999]], atol=1e-6)
 
 
-def test_approximate_store_deletes_and_re_adds():
+@pytest.mark.parametrize("ann", ["pq", "ivf"])
+def test_approximate_store_deletes_and_re_adds(ann):
     data = clustered(2000)
     ids = np.arange(2000, dtype=np.int64)
-    store = FaissStore(DIM, ann_threshold=500)
+    store = FaissStore(DIM, ann_threshold=500, ann=ann)
     store.add(ids, data)
     gone = ids[::4]
     assert store.delete(np.concatenate([gone, [10**9]])) == 500
@@ -62,16 +64,17 @@ def test_approximate_store_deletes_and_re_adds():
     assert recall_at_10(store, data[keep], keep, clustered(100, seed=2)) >= 0.98
 
 
-def test_approximate_store_round_trips_through_files(tmp_path):
+@pytest.mark.parametrize("ann", ["pq", "ivf"])
+def test_approximate_store_round_trips_through_files(tmp_path, ann):
     data = clustered(1500)
-    store = FaissStore(DIM, ann_threshold=1000)
+    store = FaissStore(DIM, ann_threshold=1000, ann=ann)
     store.add(np.arange(1500), data)
     store.delete(np.arange(10))
     queries = clustered(20, seed=3)
     before = store.search(queries, 10)
     store.save(tmp_path)
     loaded = open_store("faiss", tmp_path, DIM)
-    assert loaded.approximate and loaded.count() == 1490 and loaded.ann_threshold == 1000
+    assert loaded.approximate and loaded.count() == 1490 and loaded.ann_threshold == 1000 and loaded.ann == ann
     after = loaded.search(queries, 10)
     np.testing.assert_array_equal(after[1], before[1])
     with pytest.raises(KeyError):
@@ -98,7 +101,7 @@ def test_damaged_or_mismatched_files_are_a_store_error(tmp_path):
 
 def test_ivf_is_retrained_as_it_grows_and_shrinks():
     data = clustered(8000)
-    store = FaissStore(DIM, ann_threshold=100)
+    store = FaissStore(DIM, ann_threshold=100, ann="ivf")
     store.add(np.arange(200), data[:200])
     assert store.approximate and store.nlist == 3  # min(4*sqrt(200), 200 // 64)
     store.add(np.arange(200, 400), data[200:400])
@@ -112,7 +115,24 @@ def test_ivf_is_retrained_as_it_grows_and_shrinks():
     assert top[:, 0].tolist() == list(range(50))
 
 
-@pytest.mark.parametrize("options", [{"ann_threshold": -1}, {"nprobe": 0}, {"dim": 0}])
+def test_pq_finds_neighbours_of_random_vectors_that_ivf_misses():
+    """The reason "pq" is the default: on vectors with no clusters, where every neighbour is
+    barely nearer than the rest, rescoring a quantized full scan still finds the top 10."""
+    rng = np.random.default_rng(5)
+    data = rng.standard_normal((20_000, DIM)).astype(np.float32)
+    data /= np.linalg.norm(data, axis=1, keepdims=True)
+    queries = rng.standard_normal((100, DIM)).astype(np.float32)
+    queries /= np.linalg.norm(queries, axis=1, keepdims=True)
+    ids = np.arange(20_000, dtype=np.int64)
+    recall = {}
+    for ann in ("pq", "ivf"):
+        store = FaissStore(DIM, ann_threshold=1000, ann=ann, candidates=2_000)
+        store.add(ids, data)
+        recall[ann] = recall_at_10(store, data, ids, queries)
+    assert recall["pq"] >= 0.98 and recall["ivf"] < recall["pq"], recall
+
+
+@pytest.mark.parametrize("options", [{"ann_threshold": -1}, {"nprobe": 0}, {"dim": 0}, {"ann": "hnsw"}, {"candidates": 0}])
 def test_bad_options_fail_at_construction(options):
     with pytest.raises(ValueError):
         FaissStore(**({"dim": DIM} | options))

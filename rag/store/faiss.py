@@ -1,17 +1,29 @@
-"""FaissStore, the embedded default: exact inner product while small, IVF past `ann_threshold` rows.
+"""FaissStore, the embedded default: exact inner product while small, approximate past `ann_threshold` rows.
 
 Exact search (IndexFlatIP) reads every row per question: 6-8 ms at 100k rows of 384 floats on
-this project's 2-core machine, 80-120 ms at 1M. benchmarks/ann.py measured HNSW and IVF against
-it (benchmarks/results/ann-*.md). On clustered vectors, like real embeddings, IVF (IndexIVFFlat,
-nlist = 4*sqrt(n)) reached recall@10 0.99 in about 1 ms at 1M, where HNSW (M=32) stalled near
-0.93; on random vectors neither comes near 0.98 at any affordable cost. IVF also removes rows in
-place (HNSW can only tombstone them and rebuild), so it is the approximate index.
+this project's 2-core machine, 50-120 ms at 1M. Two approximate indexes were measured against it
+(benchmarks/ann.py, benchmarks/ann_quantized.py; results in benchmarks/results/ann-*.md):
 
-An IVF's lists are fixed when it is trained; the store retrains (rebuilds) it when the row count
-has doubled or halved since, so lists keep about sqrt(n)/4 rows and a query reads about
-nprobe * sqrt(n) / 4 rows. Measured at 1M: retraining at 4x instead of 2x cost recall (0.973
-instead of 0.992 at nprobe 64). Ids are the caller's int64 row ids: an IndexIDMap2 keeps them
-for the exact index, the IVF's hash-table direct map for the approximate one.
+- "pq" (the default): a 4-bit fast-scan product quantizer (dim/4 sub-quantizers, 48 bytes a row
+  at 384) scanned in full, then the best `candidates` rows rescored exactly against the stored
+  floats (faiss "PQ96x4fs,RFlat"). At 1M rows it reached recall@10 0.987 at 4.3 ms p50 on
+  uniformly random vectors, the worst case there is (rescoring 12,500 candidates), and 1.000 on
+  clustered ones. Its cost grows with n (a full scan of small codes), not with the data's shape.
+- "ivf": IndexIVFFlat, nlist = 4*sqrt(n), nprobe 64: recall 0.996 at 1.1 ms at 1M on clustered
+  vectors, but 0.1 on random ones (no index that prunes by region finds neighbours that are
+  barely nearer than everything else; HNSW M=32 stalled at 0.93 even on clustered data).
+
+"pq" is the default because its recall does not depend on how the vectors are spread. Both keep
+the floats in memory (get() and rescoring read them), so memory is that of exact search plus
+the codes (46 MB at 1M for "pq").
+
+An approximate index is trained once; the store retrains (rebuilds) it when the row count has
+doubled or halved since (measured for IVF at 1M: retraining at 4x instead of 2x cost recall,
+0.973 instead of 0.992). "pq" cannot remove rows in place (faiss's IndexRefine has no
+remove_ids), so a delete rebuilds it from the kept rows (2.6-5 s at 1M); the index (rag/index.py)
+never deletes from a saved store: its segments are written once and removals are a filter.
+Ids are the caller's int64 row ids, kept by an IndexIDMap2 (by the IVF's hash-table direct map
+for "ivf").
 """
 
 from __future__ import annotations
@@ -33,6 +45,10 @@ LISTS_PER_SQRT = 4  # nlist = 4 * sqrt(n): the benchmark's setting, faiss's usua
 TRAIN_PER_LIST = 64  # k-means training rows per list (faiss warns below 39; 40 measured 0.968 vs 0.995 at 1M)
 REBUILD_FACTOR = 2  # retrain when rows doubled or halved since training
 SEED = 1234  # the training sample is drawn reproducibly
+ANN_KINDS = ("pq", "ivf")
+PQ_TRAIN_ROWS = 65_536  # rows the product quantizer is trained on (16 centroids per sub-quantizer need few)
+PQ_MIN_ROWS = 32  # below this a 16-centroid quantizer cannot be trained: stay exact
+CANDIDATES = 12_500  # rows rescored exactly per query by "pq": 0.987 recall@10 at 1M random rows, 0.981 at 10,000
 
 
 class FaissStore:
@@ -40,23 +56,31 @@ class FaissStore:
 
     Args:
         dim: vector size.
-        ann_threshold: above this many rows, search an IVF index instead of every row.
+        ann_threshold: above this many rows, search an approximate index instead of every row.
+        ann: which approximate index, "pq" (quantized full scan + exact rescoring) or "ivf".
         nprobe: IVF lists searched per query; more is slower and recalls more (see the benchmark).
+        candidates: rows "pq" rescores exactly per query; more is slower and recalls more.
     """
 
     kind = "faiss"
     in_memory = True  # load() reads every row into memory; the files are not read again
 
-    def __init__(self, dim: int, ann_threshold: int = 100_000, nprobe: int = 64) -> None:
+    def __init__(self, dim: int, ann_threshold: int = 100_000, ann: str = "pq", nprobe: int = 64, candidates: int = CANDIDATES) -> None:
         if dim < 1:
             raise ValueError(f"dim must be at least 1, got {dim}.")
         if ann_threshold < 0:
             raise ValueError(f"ann_threshold must be 0 or more, got {ann_threshold}.")
-        if nprobe < 1:
-            raise ValueError(f"nprobe must be at least 1, got {nprobe}.")
+        if ann not in ANN_KINDS:
+            raise ValueError(f"ann must be one of {', '.join(ANN_KINDS)}, got {ann!r}.")
+        if ann == "pq" and dim % 4:
+            ann = "ivf"  # the quantizer needs dim/4 whole sub-vectors
+        if nprobe < 1 or candidates < 1:
+            raise ValueError(f"nprobe and candidates must be at least 1, got {nprobe} and {candidates}.")
         self.dim = dim
         self.ann_threshold = ann_threshold
+        self.ann = ann
         self.nprobe = nprobe
+        self.candidates = candidates
         self._index: faiss.Index = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
         self._ids = np.empty(0, dtype=np.int64)  # every stored id, sorted
         self._trained_rows = 0  # rows the IVF was trained at (0 while exact)
@@ -70,8 +94,8 @@ class FaissStore:
 
     @property
     def nlist(self) -> int:
-        """The IVF's number of lists (0 while exact)."""
-        return int(self._index.nlist) if self.approximate else 0
+        """The IVF's number of lists (0 while exact or "pq")."""
+        return int(self._index.nlist) if self.approximate and self.ann == "ivf" else 0
 
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
         """Insert rows.
@@ -100,7 +124,12 @@ class FaissStore:
         present = present[np.isin(present, self._ids, assume_unique=True)]
         if len(present) == 0:
             return 0
-        if self.approximate:  # the IVF's hash-table direct map removes only by an explicit id list
+        if self.approximate and self.ann == "pq":  # IndexRefine cannot remove: rebuild from the kept rows
+            ids_all, vectors = self._rows()
+            keep = ~np.isin(ids_all, present)
+            self._build(ids_all[keep], vectors[keep])
+            removed = len(present)
+        elif self.approximate:  # the IVF's hash-table direct map removes only by an explicit id list
             removed = self._index.remove_ids(faiss.IDSelectorArray(present))
         else:
             removed = self._index.remove_ids(present)
@@ -117,7 +146,11 @@ class FaissStore:
         k = int(k)
         if self.count() == 0 or len(vectors) == 0:
             return np.full((len(vectors), k), -np.inf, dtype=np.float32), np.full((len(vectors), k), -1, dtype=np.int64)
-        params = faiss.SearchParametersIVF(nprobe=self.nprobe) if self.approximate else None
+        params = None
+        if self.approximate and self.ann == "ivf":
+            params = faiss.SearchParametersIVF(nprobe=self.nprobe)
+        elif self.approximate:
+            params = faiss.IndexRefineSearchParameters(k_factor=max(1.0, self.candidates / k))
         scores, ids = self._index.search(vectors, k, params=params)
         scores[ids < 0] = -np.inf  # faiss pads with -FLT_MAX
         return scores, ids
@@ -143,7 +176,8 @@ class FaissStore:
             faiss.write_index(self._index, str(path / INDEX_FILE))
             np.save(path / IDS_FILE, self._ids)
             meta = {"format_version": FORMAT_VERSION, "kind": self.kind, "dim": self.dim, "rows": self.count()}
-            meta |= {"trained_rows": self._trained_rows, "options": {"ann_threshold": self.ann_threshold, "nprobe": self.nprobe}}
+            options = {"ann_threshold": self.ann_threshold, "ann": self.ann, "nprobe": self.nprobe, "candidates": self.candidates}
+            meta |= {"trained_rows": self._trained_rows, "options": options}
             (path / META_FILE).write_text(json.dumps(meta, indent=1))
         except (OSError, RuntimeError) as err:
             raise StoreError(f"faiss store: cannot write {path}: {err}") from err
@@ -165,9 +199,10 @@ class FaissStore:
             raise
         except (OSError, ValueError, KeyError, TypeError, RuntimeError) as err:
             raise StoreError(f"faiss store: cannot read {path} ({type(err).__name__}: {err}); rebuild the index") from err
-        expected = faiss.IndexIVFFlat if store._trained_rows else faiss.IndexIDMap2
+        expected = faiss.IndexIVFFlat if store._trained_rows and store.ann == "ivf" else faiss.IndexIDMap2
         if (
             not isinstance(store._index, expected)
+            or (store._trained_rows and store.ann == "pq" and not isinstance(faiss.downcast_index(store._index.index), faiss.IndexRefine))
             or store._index.d != dim
             or store.count() != meta.get("rows")
             or len(store._ids) != store.count()
@@ -204,12 +239,19 @@ class FaissStore:
             self._rebuild()
 
     def _rebuild(self) -> None:
-        """A fresh index of every row: exact up to ann_threshold rows, else IVF trained on them."""
-        ids, vectors = self._rows()
+        self._build(*self._rows())
+
+    def _build(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+        """A fresh index of these rows: exact up to ann_threshold rows, else the approximate one trained on them."""
         n = len(ids)
-        if n <= self.ann_threshold or n == 0:
+        if n <= self.ann_threshold or n == 0 or (self.ann == "pq" and n < PQ_MIN_ROWS):
             index = faiss.IndexIDMap2(faiss.IndexFlatIP(self.dim))
             trained = 0
+        elif self.ann == "pq":
+            index = faiss.IndexIDMap2(faiss.index_factory(self.dim, f"PQ{self.dim // 4}x4fs,RFlat", faiss.METRIC_INNER_PRODUCT))
+            sample = np.random.default_rng(SEED).choice(n, min(n, PQ_TRAIN_ROWS), replace=False)
+            index.train(vectors[np.sort(sample)])
+            trained = n
         else:
             # Never more lists than training rows allow: a tiny store gets one list (exact).
             nlist = max(1, min(round(LISTS_PER_SQRT * math.sqrt(n)), n // TRAIN_PER_LIST))
@@ -223,8 +265,10 @@ class FaissStore:
 
     def _rows(self) -> tuple[np.ndarray, np.ndarray]:
         """Every (id, vector) in the index, read from its storage without a copy per row."""
-        if not self.approximate:
+        if not self.approximate or self.ann == "pq":
             flat = faiss.downcast_index(self._index.index)
+            if self.approximate:
+                flat = faiss.downcast_index(flat.refine_index)  # the exact floats beside the codes
             return faiss.vector_to_array(self._index.id_map).astype(np.int64), flat.reconstruct_n(0, flat.ntotal)
         lists = self._index.invlists
         ids, vectors = [np.empty(0, dtype=np.int64)], [np.empty((0, self.dim), dtype=np.float32)]
