@@ -16,15 +16,16 @@ from .env import apply_env_defaults
 def _cmd_index(args: argparse.Namespace) -> int:
     from .corpus import load_corpus
     from .embedding import Embedder
-    from .index import ensure_index
+    from .index import ensure_index, indexed_files
 
     settings = Settings()
-    corpus = load_corpus(settings.corpus_dir, settings.max_file_bytes)  # type: ignore[arg-type]
+    indexed = {} if args.rebuild else indexed_files(settings.index_dir)  # unchanged files are not converted again
+    corpus = load_corpus(settings.corpus_dir, settings.max_file_bytes, indexed)  # type: ignore[arg-type]
     for problem in corpus.problems:
         print(f"warning: {problem}", file=sys.stderr)
     index = ensure_index(corpus, Embedder.from_settings(settings), settings, rebuild=args.rebuild, progress=True)
     m = index.manifest
-    print(f"index ready at {settings.index_dir}: {len(index.documents)} documents, {m.n_chunks} chunks, {m.n_sentences} sentences")
+    print(f"index ready at {settings.index_dir}: {len(m.documents)} documents, {m.n_chunks} chunks, {m.n_sentences} sentences")
     return 0
 
 

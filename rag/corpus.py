@@ -6,7 +6,7 @@ import hashlib
 import logging
 from pathlib import Path
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from .ingest import ConversionError, converter_for, supported_suffixes
 from .types import Document
@@ -30,6 +30,7 @@ class CorpusProblem(BaseModel):
 class Corpus(BaseModel):
     documents: list[Document]
     problems: list[CorpusProblem] = []
+    unchanged: list[str] = Field([], description="file names not converted again: their bytes are what the index already holds")
 
     def get(self, doc_id: str) -> Document:
         for doc in self.documents:
@@ -119,19 +120,28 @@ def read_document(path: Path, max_file_bytes: int) -> tuple[Document | None, lis
     return doc, problems
 
 
-def load_corpus(corpus_dir: Path, max_file_bytes: int = 5_000_000) -> Corpus:
+def load_corpus(corpus_dir: Path, max_file_bytes: int = 5_000_000, indexed: dict[str, str] | None = None) -> Corpus:
     """Read the corpus folder.
 
     Nothing is skipped silently: every file that is not indexed unchanged gets a CorpusProblem,
     which is also logged. Offsets of chunks refer to `Document.text`, the converter's text.
+
+    Args:
+        indexed: file name -> sha256 of the bytes the index holds for it. A file whose bytes
+            still hash to that is only hashed, not converted (a start over thousands of PDFs
+            reads them, it does not parse them); its name goes to `Corpus.unchanged`.
 
     Raises:
         EmptyCorpusError: the folder is missing or holds no usable document.
     """
     documents: list[Document] = []
     problems: list[CorpusProblem] = []
+    unchanged: list[str] = []
     seen: dict[str, str] = {}  # normalised content -> first file name holding it
     for path in corpus_files(corpus_dir):
+        if indexed and path.name in indexed and _sha256(path) == indexed[path.name]:
+            unchanged.append(path.name)
+            continue
         doc, found = read_document(path, max_file_bytes)
         problems += found
         if doc is None:
@@ -146,12 +156,25 @@ def load_corpus(corpus_dir: Path, max_file_bytes: int = 5_000_000) -> Corpus:
     documents = _unique_ids(documents, problems)
     for problem in problems:
         log.warning("corpus: %s", problem)
-    if not documents:
+    if not documents and not unchanged:
         raise EmptyCorpusError(
             f"No usable documents in {corpus_dir}: add articles there ({', '.join(supported_suffixes())})"
             + (f" (problems: {'; '.join(map(str, problems))})" if problems else "")
         )
-    return Corpus(documents=documents, problems=problems)
+    return Corpus(documents=documents, problems=problems, unchanged=unchanged)
+
+
+def _sha256(path: Path) -> str | None:
+    """The file's sha256, read in blocks; None if it cannot be read (it is then converted, and
+    that reports why)."""
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+    except OSError:
+        return None
+    return digest.hexdigest()
 
 
 def _unique_ids(documents: list[Document], problems: list[CorpusProblem]) -> list[Document]:

@@ -491,7 +491,7 @@ class Index:
             d for d in corpus.documents
             if m.corpus.get(Path(d.path).name) != d.sha256 and m.excluded.get(Path(d.path).name) != d.sha256
         ]
-        now = {Path(d.path).name for d in corpus.documents}
+        now = {Path(d.path).name for d in corpus.documents} | set(corpus.unchanged)
         return add, sorted(set(m.corpus) - now)
 
 
@@ -796,10 +796,27 @@ def ensure_index(corpus: Corpus, embedder: Encoder, settings: Settings, rebuild:
                 return _load_fresh(corpus, embedder, settings)
             except StaleIndex:
                 pass
+        if corpus.unchanged:  # files skipped as already indexed: a rebuild needs their text
+            from .corpus import load_corpus
+
+            corpus = load_corpus(settings.corpus_dir, settings.max_file_bytes)  # type: ignore[arg-type]
         index = Index.build(corpus, embedder, settings, progress=progress)
         index._save_locked(index_dir)
     log.info("index: built %d chunks, %d sentences from %d documents", len(index.chunks), len(index.sentences), len(index.documents))
     return index
+
+
+def indexed_files(index_dir: Path | None) -> dict[str, str]:
+    """Corpus-folder file name -> sha256 of what the live index holds for it (or keeps out
+    after `rag remove`), from the manifest alone; empty when there is no usable index. For
+    `load_corpus(indexed=...)`, so a start does not convert files again that did not change."""
+    if index_dir is None:
+        return {}
+    try:
+        m = _read_manifest((index_dir / CURRENT).resolve())
+    except (StaleIndex, OSError):
+        return {}
+    return {**m.excluded, **m.corpus}
 
 
 def _load_fresh(corpus: Corpus, embedder: Encoder, settings: Settings) -> Index:

@@ -24,7 +24,7 @@ from .config import Settings
 from .env import apply_env_defaults
 from .corpus import load_corpus
 from .embedding import Embedder, Encoder
-from .index import CURRENT, Index, StaleIndex, UpdateReport, ensure_index
+from .index import CURRENT, Index, StaleIndex, UpdateReport, ensure_index, indexed_files
 from .llm import Generator, LLMError, OnToken, make_generator
 from .phrasing import messages as phrasing_messages
 from .prompt import build_messages
@@ -125,7 +125,8 @@ class Pipeline:
         """The index of `settings.corpus_dir`, loaded or (re)built to match it."""
         with self._lock:
             if self._index is None:
-                corpus = load_corpus(self.settings.corpus_dir, self.settings.max_file_bytes)  # type: ignore[arg-type]
+                indexed = indexed_files(self.settings.index_dir)  # files that did not change are not converted again
+                corpus = load_corpus(self.settings.corpus_dir, self.settings.max_file_bytes, indexed)  # type: ignore[arg-type]
                 self._index = ensure_index(corpus, self.embedder, self.settings)
             return self._index
 

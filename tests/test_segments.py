@@ -186,3 +186,32 @@ def test_the_app_follows_an_update_made_by_another_process(fake_pipeline, caplog
     kept = pipeline.retriever.index
     assert "d40" in kept.documents
     assert "cannot be used" in caplog.text
+
+
+def test_a_start_converts_only_files_that_changed(root, monkeypatch):
+    """The corpus folder at start: unchanged files are hashed, not converted; a changed, new or
+    deleted file is still noticed, and a rebuild still reads every file."""
+    import rag.corpus
+    from rag.index import indexed_files
+
+    settings, embedder = make_settings(root), HashEmbedder()
+    first = ensure_index(load_corpus(settings.corpus_dir), embedder, settings)
+    converted = []
+    real = rag.corpus.read_document
+    monkeypatch.setattr(rag.corpus, "read_document", lambda path, limit: (converted.append(path.name), real(path, limit))[1])
+    corpus = load_corpus(settings.corpus_dir, settings.max_file_bytes, indexed_files(settings.index_dir))
+    assert converted == [] and sorted(corpus.unchanged) == ["elm.txt", "harbor.txt"]
+    assert ensure_index(corpus, embedder, settings).chunks == first.chunks
+
+    (root / "corpus" / "elm.txt").write_text(TINY_CORPUS["elm.txt"] + "The crossing got new lights.\n", encoding="utf-8")
+    (root / "corpus" / "harbor.txt").unlink()
+    (root / "corpus" / "tram.txt").write_text(_doc(3, "tram line").text, encoding="utf-8")
+    corpus = load_corpus(settings.corpus_dir, settings.max_file_bytes, indexed_files(settings.index_dir))
+    assert sorted(converted) == ["elm.txt", "tram.txt"] and corpus.unchanged == []
+    index = ensure_index(corpus, embedder, settings)
+    assert sorted(index.documents) == ["elm", "tram"] and any("lights" in c.text for c in index.chunks)
+
+    converted.clear()
+    corpus = load_corpus(settings.corpus_dir, settings.max_file_bytes, indexed_files(settings.index_dir))
+    rebuilt = ensure_index(corpus, embedder, settings.model_copy(update={"chunk_size": 64}))  # other settings: a full rebuild
+    assert sorted(rebuilt.documents) == ["elm", "tram"] and sorted(converted) == ["elm.txt", "tram.txt"]
