@@ -1,6 +1,6 @@
 """Scale: index build, adding one 10-page PDF, retrieval + evidence latency, RSS and disk at 1k-100k chunks.
 
-    python -m benchmarks.scale [--sizes 1000 10000 100000] [--questions 100]
+    python -m benchmarks.scale [--sizes 1000 10000 100000] [--questions 100] [--vectors 1000000]
 
 What is real and what is cheap, per size:
   - text: generated (Zipf-distributed pseudo-words, ~15-word sentences, 20-chunk documents), so
@@ -18,7 +18,10 @@ What is real and what is cheap, per size:
     manifest alone (no segment read), into a fresh copy of the index;
   - removing that document again (its rows leave every search; its small segment is dropped);
   - retrieval + evidence: the real Retriever (real query embedding, dense top-N, BM25 top-N,
-    fusion, chunk -> sentences map, one matrix product), timed per question.
+    fusion, chunk -> sentences map, one matrix product), timed per question;
+  - the vector part alone at `--vectors` rows: random unit vectors (the hardest case for an
+    approximate index), exact search (IndexFlatIP) against FaissStore as shipped, one query at a
+    time on one thread, recall@10 against the exact top 10.
 """
 
 from __future__ import annotations
@@ -212,6 +215,47 @@ def run_size(n_chunks: int, real: Embedder, questions: int, work: Path) -> dict:
     }
 
 
+def vector_search(n: int, n_queries: int = 200, seed: int = 5) -> dict:
+    """Exact search vs FaissStore (approximate past its threshold) on n random unit vectors."""
+    import faiss
+
+    from rag.store.faiss import FaissStore
+
+    rng = np.random.default_rng(seed)
+    data = np.empty((n, DIM), dtype=np.float32)
+    for start in range(0, n, 100_000):
+        block = rng.standard_normal((min(100_000, n - start), DIM), dtype=np.float32)
+        data[start : start + len(block)] = block / np.linalg.norm(block, axis=1, keepdims=True)
+    queries = rng.standard_normal((n_queries, DIM), dtype=np.float32)
+    queries /= np.linalg.norm(queries, axis=1, keepdims=True)
+    exact = faiss.IndexFlatIP(DIM)
+    exact.add(data)
+    _, truth = exact.search(queries, 10)  # all threads: only the ground truth
+    store = FaissStore(DIM)
+    t = time.perf_counter()
+    store.add(np.arange(n, dtype=np.int64), data)
+    build_s = time.perf_counter() - t
+    del data
+    faiss.omp_set_num_threads(1)  # one question is one query
+    timings: dict[str, list[float]] = {"exact": [], "store": []}
+    found = np.empty((n_queries, 10), dtype=np.int64)
+    for i in range(n_queries):
+        t = time.perf_counter()
+        exact.search(queries[i : i + 1], 10)
+        timings["exact"].append(time.perf_counter() - t)
+        t = time.perf_counter()
+        found[i] = store.search(queries[i : i + 1], 10)[1][0]
+        timings["store"].append(time.perf_counter() - t)
+    faiss.omp_set_num_threads(os.cpu_count() or 1)
+    recall = float(np.mean([len(set(f) & set(g)) / 10 for f, g in zip(found.tolist(), truth.tolist())]))
+    ms = {k: (round(1000 * float(np.percentile(v, 50)), 2), round(1000 * float(np.percentile(v, 95)), 2)) for k, v in timings.items()}
+    return {
+        "vectors": n, "data": "random unit vectors", "store_mode": f"PQ{DIM // 4}x4fs + exact rescoring of {store.candidates}" if store.approximate else "exact",
+        "exact_p50_ms": ms["exact"][0], "exact_p95_ms": ms["exact"][1], "store_p50_ms": ms["store"][0], "store_p95_ms": ms["store"][1],
+        "store_recall_at_10": round(recall, 3), "store_build_s": round(build_s, 1),
+    }
+
+
 def embedding_rate(real: Embedder, seed: int = 4) -> float:
     """Texts per second of the real model on generated chunk- and sentence-sized texts (a sample)."""
     docs = documents(400, seed)
@@ -227,6 +271,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000, 100000])
     parser.add_argument("--questions", type=int, default=100)
+    parser.add_argument("--vectors", type=int, default=1_000_000, help="rows for the vector-only part (0: skip it)")
     args = parser.parse_args(argv)
     real = Embedder.from_settings(Settings())
     real.warm_up()
@@ -241,8 +286,11 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(row)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    vectors = vector_search(args.vectors) if args.vectors else None
+    if vectors:
+        print(json.dumps(vectors), flush=True)
     out = result_path("scale.json")
-    out.write_text(json.dumps({"embedding_texts_per_s": round(rate, 1), "cpu_count": os.cpu_count(), "rows": rows}, indent=1))
+    out.write_text(json.dumps({"embedding_texts_per_s": round(rate, 1), "cpu_count": os.cpu_count(), "rows": rows, "vector_search": vectors}, indent=1))
     print(f"real model: {rate:.0f} texts/s; wrote {out}")
     return 0
 
