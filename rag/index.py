@@ -86,6 +86,7 @@ class DocEntry(BaseModel):
 class SegmentRef(BaseModel):
     name: str
     removed: list[str] = Field([], description="doc ids of this segment that are no longer in the index")
+    removed_chunks: int = Field(0, description="their chunks: when a fifth of the segment, it is rewritten without them")
 
 
 class Manifest(BaseModel):
@@ -592,20 +593,18 @@ def update_index(
         # Removed and replaced documents: recorded against their segments.
         refs = [r.model_copy(deep=True) for r in manifest.segments]
         by_name = {r.name: r for r in refs}
-        removed_chunks = {r.name: _removed_chunks(old, r) for r in refs}
         for doc_id in drop:
             entry = catalogue[doc_id]
             by_name[entry.segment].removed.append(doc_id)
-            removed_chunks[entry.segment] += entry.chunks
+            by_name[entry.segment].removed_chunks += entry.chunks
         segments = list(old.segments)
         added_chunks = added_sentences = 0
         if new_docs:
             segment = _new_segment(new_docs, embedder, settings, manifest.store, manifest.next_chunk_id, manifest.next_sentence_id, progress, manifest.dim)
             segments.append(segment)
             refs.append(SegmentRef(name=segment.name))
-            removed_chunks[segment.name] = 0
             added_chunks, added_sentences = segment.meta.n_chunks, segment.meta.n_sentences
-        segments, refs, report.merged = _tidy(segments, refs, removed_chunks, manifest.store, manifest.dim)
+        segments, refs, report.merged = _tidy(segments, refs, manifest.store, manifest.dim)
 
         entries = {d.doc_id: d for d in manifest.documents if d.doc_id not in drop}
         for seg, ref in zip(segments, refs):  # documents of new, merged or rewritten segments
@@ -646,24 +645,14 @@ def update_index(
     return index, report
 
 
-def _removed_chunks(index: Index, ref: SegmentRef) -> int:
-    """Chunks of the documents already removed from this segment (from its table: only a
-    segment that has removed documents is read)."""
-    if not ref.removed:
-        return 0
-    gone = set(ref.removed)
-    seg = next(s for s in index.segments if s.name == ref.name)
-    return sum(1 for c in seg.table.chunks if c.doc_id in gone)
-
-
-def _tidy(segments: list[Segment], refs: list[SegmentRef], removed_chunks: dict[str, int], kind: str, dim: int) -> tuple[list[Segment], list[SegmentRef], int]:
+def _tidy(segments: list[Segment], refs: list[SegmentRef], kind: str, dim: int) -> tuple[list[Segment], list[SegmentRef], int]:
     """Drop emptied segments, rewrite ones with many removed rows, merge the newest into the one
     before while it is at least MERGE_RATIO of its size. Returns (segments, refs, rewrites)."""
     rewrites = 0
     out_s: list[Segment] = []
     out_r: list[SegmentRef] = []
     for seg, ref in zip(segments, refs):
-        gone = removed_chunks.get(seg.name, 0)
+        gone = ref.removed_chunks
         live = seg.meta.n_chunks - gone
         if ref.removed and (live <= 0 and not _has_live_documents(seg, ref)):
             rewrites += 1
@@ -675,7 +664,7 @@ def _tidy(segments: list[Segment], refs: list[SegmentRef], removed_chunks: dict[
             rewrites += 1
         out_s.append(seg)
         out_r.append(ref)
-    live = lambda s, r: s.meta.n_chunks - (removed_chunks.get(s.name, 0) if r.removed else 0)  # noqa: E731
+    live = lambda s, r: s.meta.n_chunks - r.removed_chunks  # noqa: E731
     while len(out_s) >= 2 and live(out_s[-1], out_r[-1]) >= MERGE_RATIO * live(out_s[-2], out_r[-2]):
         merged = _merge(out_s[-2:], out_r[-2:], kind, dim)
         for part in out_s[-2:]:

@@ -336,15 +336,18 @@ def test_killed_build_leaves_the_previous_index_usable(small, tmp_path):
     for n in range(40):
         (settings.corpus_dir / f"copy-{n:02d}.txt").write_text(f"Edition {n}.\n{text}", encoding="utf-8")
     env = {"RAG_CORPUS_DIR": str(settings.corpus_dir), "RAG_INDEX_DIR": str(settings.index_dir), "PYTHONPATH": str(REPO)}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "rag", "index", "--rebuild"], cwd=REPO, env={**os.environ, **env},
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-    )
+    segments_before = sorted((settings.index_dir / "segments").iterdir())
+    err_log = tmp_path / "build.err"
+    with open(err_log, "wb") as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "rag", "index", "--rebuild"], cwd=REPO, env={**os.environ, **env},
+            stdout=subprocess.DEVNULL, stderr=err, start_new_session=True,
+        )
     try:
         deadline = time.monotonic() + 120
-        started = []
+        started = False
         while not started and proc.poll() is None and time.monotonic() < deadline:
-            started = [p for p in settings.index_dir.glob("build-*") if p != before]
+            started = b"Embedding" in err_log.read_bytes()  # its progress bar: the build is under way
             time.sleep(0.05)
         assert started, "the build never started (or finished before it could be killed)"
         time.sleep(0.5)  # into the embedding
@@ -356,8 +359,8 @@ def test_killed_build_leaves_the_previous_index_usable(small, tmp_path):
         proc.wait(10)
     assert proc.returncode == -signal.SIGKILL
     assert _live(settings) == before
-    assert started[0].is_dir()  # the killed build's leftover ...
-    assert Index.load(settings.index_dir).chunks == built.chunks  # ... is not what loads
+    assert sorted((settings.index_dir / "segments").iterdir()) == segments_before  # nothing half-made is named
+    assert Index.load(settings.index_dir).chunks == built.chunks
 
 
 # -- 4. prompt injection ------------------------------------------------------------------
