@@ -125,17 +125,13 @@ class Lexicon:
     def top(self, query_terms: list[str], k: int) -> tuple[np.ndarray, np.ndarray]:
         """The k best live chunks with a positive BM25 score: (chunk ids, scores), best first,
         ties by chunk id (as one bm25s index over every chunk in table order ranked them)."""
-        postings: list[list[tuple[np.ndarray, np.ndarray]]] = [[] for _ in self.parts]
-        df: Counter[str] = Counter()
+        df: Counter[str] = Counter()  # live chunks holding each term, over all segments
         for term in dict.fromkeys(query_terms):
-            for n, (stats, _, alive, _) in enumerate(self.parts):
+            for stats, _, alive, _ in self.parts:
                 col = stats.term_ids.get(term)
-                if col is None:
-                    continue
-                lo, hi = stats.chunk_tf.indptr[col], stats.chunk_tf.indptr[col + 1]
-                rows, tf = stats.chunk_tf.indices[lo:hi], stats.chunk_tf.data[lo:hi]
-                live = alive[rows]
-                df[term] += int(live.sum())
+                if col is not None:
+                    lo, hi = stats.chunk_tf.indptr[col], stats.chunk_tf.indptr[col + 1]
+                    df[term] += int(alive[stats.chunk_tf.indices[lo:hi]].sum())
         if not df or self.n_chunks == 0:
             return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
         idf = {t: math.log(1 + (self.n_chunks - c + 0.5) / (c + 0.5)) for t, c in df.items() if c}

@@ -9,7 +9,8 @@ from conftest import TINY_CORPUS, make_settings
 from fakes import HashEmbedder
 from rag.bm25 import Lexicon, TermStats
 from rag.corpus import Corpus, load_corpus
-from rag.index import Index, Segment, ensure_index, update_index
+from rag.index import Index, ensure_index, update_index
+from rag.segment import Segment
 from rag.retrieval import Retriever
 from rag.store.faiss import FaissStore
 from rag.store.segments import SegmentedStore
