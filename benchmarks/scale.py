@@ -17,6 +17,8 @@ What is real and what is cheap, per size:
     tables and BM25 lexicon made before the swap; and once more as `rag add` does it, from the
     manifest alone (no segment read), into a fresh copy of the index;
   - removing that document again (its rows leave every search; its small segment is dropped);
+  - the worst update: adding half as many documents again at once (cheap vectors), so the new
+    segment is merged with the big one; the time includes chunking and writing them;
   - retrieval + evidence: the real Retriever (real query embedding, dense top-N, BM25 top-N,
     fusion, chunk -> sentences map, one matrix product), timed per question;
   - the vector part alone at `--vectors` rows: random unit vectors (the hardest case for an
@@ -188,6 +190,18 @@ def run_size(n_chunks: int, real: Embedder, questions: int, work: Path) -> dict:
     Retriever(removed, cheap, settings).warm_up()
     remove_s = time.perf_counter() - t
     assert len(removed.chunks) == len(index.chunks)
+
+    # The worst update: documents half the index's size at once, so the new segment merges with
+    # the big one (what happens about once per doubling). Cheap vectors again: this times the merge.
+    cheap.real = False
+    half = [d.model_copy(update={"doc_id": f"h{d.doc_id}", "path": f"/generated/h{d.doc_id}.txt", "sha256": "f" + d.sha256[1:],
+                                 "text": d.text.replace("Generated document", "Second batch", 1)})
+            for d in documents(n_chunks // 2, seed=7)]
+    t = time.perf_counter()
+    merged, merge_report = update_index(settings, cheap, add=half, base=removed)
+    Retriever(merged, cheap, settings).warm_up()
+    merge_s = time.perf_counter() - t
+    assert merge_report.merged >= 1 and len(merged.segments) == 1, [s.meta.n_chunks for s in merged.segments]
     return {
         "chunks": len(index.chunks),
         "sentences": len(index.sentences),
@@ -210,6 +224,8 @@ def run_size(n_chunks: int, real: Embedder, questions: int, work: Path) -> dict:
         "add_pdf_cli_update_s": round(cli_report.seconds, 2),
         "add_pdf_cli_index_s": round(cli_report.seconds - cli_embed_s, 2),
         "remove_pdf_s": round(remove_s, 2),
+        "merge_half_docs": len(half),
+        "merge_half_s": round(merge_s, 2),
         "rss_mb": round(max(rss, rss_built) / 2**20),
         "disk_mb": round(size / 2**20, 1),
     }
