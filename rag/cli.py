@@ -68,6 +68,7 @@ def _cmd_add(args: argparse.Namespace) -> int:
         f"rejected {len([p for p in report.problems if p.action in ('skipped',)])} in {report.seconds:.2f} s; "
         f"index: {len(index.manifest.documents)} documents, {index.manifest.n_chunks} chunks"
     )
+    _compact_if_due(settings, report)
     return 0 if documents or not problems else 1
 
 
@@ -79,7 +80,19 @@ def _cmd_remove(args: argparse.Namespace) -> int:
     index, report = update_index(settings, embedder, remove=list(args.doc_ids))
     m = index.manifest
     print(f"removed {', '.join(report.removed)} in {report.seconds:.2f} s; index: {len(m.documents)} documents, {m.n_chunks} chunks")
+    _compact_if_due(settings, report)
     return 0
+
+
+def _compact_if_due(settings, report) -> None:
+    """The update is done and searchable; a bigger merge it left (see `inline_merge_chunks`) runs now, as its own change."""
+    if not report.merge_due:
+        return
+    from .index import compact_index
+
+    print("merging segments (the update above is already searchable) ...", flush=True)
+    _, merged = compact_index(settings)
+    print(f"merged or rewrote {merged.merged} segments in {merged.seconds:.2f} s")
 
 
 def _cmd_list(args: argparse.Namespace) -> int:

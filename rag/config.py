@@ -85,6 +85,13 @@ class Settings(BaseSettings):
     min_support: float = Field(0.95, ge=0, le=1, description="share of an answer's content words that must be in its passages")
     max_answer_words: int = Field(25, ge=1, description="longer generated answers are rejected: one short sentence is asked for")
 
+    # -- the index (rag/index.py) ---------------------------------------------------------
+    inline_merge_chunks: int = Field(
+        5_000, ge=0,
+        description="an update merges or rewrites segments itself only up to this many chunks (~0.33 s per 1k chunks here, "
+        "benchmarks/scale.py); bigger merges are left to `compact_index`, which the app runs in the background",
+    )
+
     # -- the span reader (rag/reader.py; threshold calibrated by benchmarks/calibrate_reader.py) --
     use_reader: bool = Field(True, description="the trained reader picks the answer span, or says it is not there")
     reader_passages: int = Field(6, ge=1, le=20, description="retrieved chunks the reader reads (one 192-token window each, ~40 ms per window)")

@@ -19,9 +19,12 @@ documents' embedding plus a manifest, not a copy of the index. Small segments ar
 pile up (each new one is merged into the one before while it is at least half that one's
 size, which keeps about log2(n) segments), and a segment is rewritten without its removed
 documents once they are a fifth of it; both copy vectors and statistics, and never re-embed.
+An update does such work itself only up to `inline_merge_chunks`, so adding a file stays
+quick; a bigger merge (about once per doubling of the index) is `compact_index`, its own
+change, which the app runs in the background and `rag add` right after the add.
 
-Every change writes its segment under a temporary name, renames it, writes a new build folder
-with the manifest, and only then flips `current`; all under an exclusive lock. A kill at any
+Every change writes its segments (segment.json last), then a new build folder with the
+manifest, and only then flips `current`; all under an exclusive lock. A kill at any
 point leaves the previous manifest and its segments untouched; the next change removes what
 the killed one left (old builds and segments no manifest names).
 """
@@ -50,7 +53,10 @@ from .segment import Segment, StaleIndex, Table, fsync_dir, make_segment, merge_
 from .store.segments import SegmentedStore
 from .types import Chunk, Document, Sentence
 
-__all__ = ["CURRENT", "Index", "Manifest", "Segment", "StaleIndex", "Table", "UpdateReport", "ensure_index", "indexed_files", "migrate_index", "update_index"]
+__all__ = [
+    "CURRENT", "Index", "Manifest", "Segment", "StaleIndex", "Table", "UpdateReport",
+    "compact_index", "ensure_index", "indexed_files", "migrate_index", "update_index",
+]
 
 log = logging.getLogger(__name__)
 
@@ -229,6 +235,11 @@ class Index:
             chunk_sentences=[self.chunk_sentences[c.chunk_id] for c in self.chunks],
         )
 
+    def merge_due(self) -> bool:
+        """Whether `compact_index` has merges or rewrites to do (from the manifest and the
+        segments' headers; nothing is read)."""
+        return _due(self.segments, self.manifest.segments)
+
     def close(self) -> None:
         """Release the stores' connections (a Milvus Lite server); FAISS stores hold none."""
         for seg in self.segments:
@@ -369,6 +380,7 @@ class UpdateReport(BaseModel):
     unchanged: list[str] = Field([], description="files already indexed with the same bytes")
     problems: list[CorpusProblem] = Field([], description="files not indexed, with the reason")
     merged: int = Field(0, description="segments merged or rewritten by this update")
+    merge_due: bool = Field(False, description="a bigger merge or rewrite was left for `compact_index`")
     seconds: float = 0.0
 
 
@@ -456,15 +468,9 @@ def update_index(
             segments.append(segment)
             refs.append(SegmentRef(name=segment.name))
             added_chunks, added_sentences = segment.meta.n_chunks, segment.meta.n_sentences
-        segments, refs, report.merged = _tidy(segments, refs, manifest.store, manifest.dim)
-
-        entries = {d.doc_id: d for d in manifest.documents if d.doc_id not in drop}
-        for seg, ref in zip(segments, refs):  # documents of new, merged or rewritten segments
-            if seg.folder is None:
-                gone = set(ref.removed)
-                entries.update((e.doc_id, e) for e in _entries(seg) if e.doc_id not in gone)
-        order = {s.name: n for n, s in enumerate(segments)}
-        documents = sorted(entries.values(), key=lambda e: order[e.segment])  # stable: table order within a segment
+        segments, refs, report.merged = _tidy(segments, refs, manifest.store, manifest.dim, settings.inline_merge_chunks)
+        report.merge_due = _due(segments, refs)
+        documents = _catalogue([d for d in manifest.documents if d.doc_id not in drop], segments, refs)
 
         corpus, excluded = dict(manifest.corpus), dict(manifest.excluded)
         replaced = {d.doc_id for d in new_docs}
@@ -497,33 +503,89 @@ def update_index(
     return index, report
 
 
-def _tidy(segments: list[Segment], refs: list[SegmentRef], kind: str, dim: int) -> tuple[list[Segment], list[SegmentRef], int]:
+def _tidy(segments: list[Segment], refs: list[SegmentRef], kind: str, dim: int, limit: int | None = None) -> tuple[list[Segment], list[SegmentRef], int]:
     """Drop emptied segments, rewrite ones with many removed rows, merge the newest into the one
-    before while it is at least MERGE_RATIO of its size. Returns (segments, refs, rewrites)."""
+    before while it is at least MERGE_RATIO of its size; with `limit`, only rewrites and merges
+    of up to that many live chunks (the rest stay due, see `_due`). Returns (segments, refs,
+    rewrites)."""
     rewrites = 0
     out_s: list[Segment] = []
     out_r: list[SegmentRef] = []
     for seg, ref in zip(segments, refs):
-        gone = ref.removed_chunks
-        live = seg.meta.n_chunks - gone
-        if ref.removed and (live <= 0 and not _has_live_documents(seg, ref)):
-            rewrites += 1
+        live = seg.meta.n_chunks - ref.removed_chunks
+        if ref.removed and live <= 0 and not _has_live_documents(seg, ref):
+            rewrites += 1  # nothing left in it: dropped, nothing to copy
             continue
-        if ref.removed and (gone >= COMPACT_SHARE * seg.meta.n_chunks or seg.meta.n_chunks <= COMPACT_SMALL):
+        if _needs_rewrite(seg, ref) and (limit is None or live <= limit):
             rewritten = merge_segments([seg], [set(ref.removed)], kind, dim)
             seg.drop_if_unsaved()
             seg, ref = rewritten, SegmentRef(name=rewritten.name)
             rewrites += 1
         out_s.append(seg)
         out_r.append(ref)
-    live = lambda s, r: s.meta.n_chunks - r.removed_chunks  # noqa: E731
-    while len(out_s) >= 2 and live(out_s[-1], out_r[-1]) >= MERGE_RATIO * live(out_s[-2], out_r[-2]):
+    while _merge_due(out_s, out_r) and (limit is None or _live(out_s[-2], out_r[-2]) + _live(out_s[-1], out_r[-1]) <= limit):
         merged = merge_segments(out_s[-2:], [set(r.removed) for r in out_r[-2:]], kind, dim)
         for part in out_s[-2:]:
             part.drop_if_unsaved()
         out_s[-2:], out_r[-2:] = [merged], [SegmentRef(name=merged.name)]
         rewrites += 1
     return out_s, out_r, rewrites
+
+
+def _live(seg: Segment, ref: SegmentRef) -> int:
+    return seg.meta.n_chunks - ref.removed_chunks
+
+
+def _needs_rewrite(seg: Segment, ref: SegmentRef) -> bool:
+    return bool(ref.removed) and (ref.removed_chunks >= COMPACT_SHARE * seg.meta.n_chunks or seg.meta.n_chunks <= COMPACT_SMALL)
+
+
+def _merge_due(segments: list[Segment], refs: list[SegmentRef]) -> bool:
+    return len(segments) >= 2 and _live(segments[-1], refs[-1]) >= MERGE_RATIO * _live(segments[-2], refs[-2])
+
+
+def _due(segments: list[Segment], refs: list[SegmentRef]) -> bool:
+    """Whether `compact_index` has work: a rewrite or merge left for being over the inline limit."""
+    return _merge_due(segments, refs) or any(_needs_rewrite(s, r) for s, r in zip(segments, refs))
+
+
+def _catalogue(kept: list[DocEntry], segments: list[Segment], refs: list[SegmentRef]) -> list[DocEntry]:
+    """The manifest's documents after a change: the kept entries, with those of new, merged or
+    rewritten segments (not saved yet) read from their tables; in segment order."""
+    entries = {d.doc_id: d for d in kept}
+    for seg, ref in zip(segments, refs):
+        if seg.folder is None:
+            gone = set(ref.removed)
+            entries.update((e.doc_id, e) for e in _entries(seg) if e.doc_id not in gone)
+    order = {s.name: n for n, s in enumerate(segments)}
+    return sorted(entries.values(), key=lambda e: order[e.segment])  # stable: table order within a segment
+
+
+def compact_index(settings: Settings, base: Index | None = None) -> tuple[Index, UpdateReport]:
+    """Do the merges and rewrites that updates left for being over `inline_merge_chunks`,
+    atomically, as one more change (no embedding). The app runs it in the background after an
+    update that left work, `rag add` right after its update; until it runs, questions search a
+    few more segments, nothing else differs.
+
+    Raises:
+        StaleIndex: there is no usable index.
+    """
+    assert settings.index_dir is not None
+    started = time.perf_counter()
+    report = UpdateReport()
+    with _locked(settings.index_dir):
+        old = Index.load(settings.index_dir, reuse=base, lazy=True)
+        m = old.manifest
+        segments, refs, report.merged = _tidy(list(old.segments), [r.model_copy(deep=True) for r in m.segments], m.store, m.dim)
+        if not report.merged:
+            report.seconds = time.perf_counter() - started
+            return old, report
+        manifest = m.model_copy(update={"segments": refs, "documents": _catalogue(m.documents, segments, refs), "built_at": time.time()})
+        index = Index(manifest, segments)
+        index._save_locked(settings.index_dir)
+    report.seconds = time.perf_counter() - started
+    log.info("index: %d segments merged or rewritten in %.2f s", report.merged, report.seconds)
+    return index, report
 
 
 def _has_live_documents(seg: Segment, ref: SegmentRef) -> bool:

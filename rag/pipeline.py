@@ -106,6 +106,7 @@ class Pipeline:
         self.policy = AnswerPolicy(self.settings)
         self._lock = threading.RLock()
         self._follow_lock = threading.Lock()
+        self._compactor: threading.Thread | None = None
         self._embedder = embedder or (retriever.embedder if retriever else None)
         self._index = index or (retriever.index if retriever else None)
         self._retriever = retriever
@@ -169,6 +170,7 @@ class Pipeline:
                 self.generator.generate([{"role": "user", "content": "Hi"}], max_new_tokens=1)
             except LLMError as err:  # not fatal: answers are made without it, each saying why
                 log.error("%s: %s; answers quote the passages until it is back", LLM_FAILED, err)
+        self.compact_later()  # merges an earlier `rag add` left, if any
 
     # -- updating the index while serving ----------------------------------------------------
     def use_index(self, index: Index) -> None:
@@ -179,6 +181,29 @@ class Pipeline:
         retriever.warm_up()
         with self._lock:
             self._index, self._retriever = index, retriever
+
+    def compact_later(self) -> threading.Thread | None:
+        """Start the merges updates left (`compact_index`) in a background thread, if any are
+        due and none is running; questions keep being answered meanwhile, and the merged index
+        is swapped in when it is done. Returns the thread (for tests), or None."""
+        from .index import compact_index
+
+        with self._lock:
+            index = self._index
+            if index is None or not index.merge_due() or (self._compactor is not None and self._compactor.is_alive()):
+                return None
+
+            def run() -> None:
+                try:
+                    merged, report = compact_index(self.settings, base=self._index)
+                    if report.merged:
+                        self.use_index(merged)
+                except Exception:  # a failed merge leaves the index as it was; the next update retries
+                    log.exception("index: background merge failed")
+
+            self._compactor = threading.Thread(target=run, name="rag-compact", daemon=True)
+            self._compactor.start()
+            return self._compactor
 
     def _follow_index(self) -> None:
         """Switch to the index version on disk when another process changed it (a `rag add`
@@ -221,6 +246,7 @@ class Pipeline:
         index, report = update_index(self.settings, self.embedder, add=documents, progress=progress, base=base)
         report.problems[:0] = problems
         self.use_index(index)
+        self.compact_later()
         return report
 
     def add_uploads(self, uploads: list[tuple[Path, str]], on_file=None) -> UpdateReport:
@@ -265,6 +291,7 @@ class Pipeline:
                 Path(doc.path).unlink(missing_ok=True)
         report.problems[:0] = problems
         self.use_index(index)
+        self.compact_later()
         return report
 
     def remove_documents(self, doc_ids: list[str]) -> UpdateReport:
@@ -274,6 +301,7 @@ class Pipeline:
         base = self.index
         index, report = update_index(self.settings, self.embedder, remove=doc_ids, base=base)
         self.use_index(index)
+        self.compact_later()
         return report
 
     def title(self, doc_id: str) -> str:

@@ -216,3 +216,45 @@ def test_a_start_converts_only_files_that_changed(root, monkeypatch):
     corpus = load_corpus(settings.corpus_dir, settings.max_file_bytes, indexed_files(settings.index_dir))
     rebuilt = ensure_index(corpus, embedder, settings.model_copy(update={"chunk_size": 64}))  # other settings: a full rebuild
     assert sorted(rebuilt.documents) == ["elm", "tram"] and sorted(converted) == ["elm.txt", "tram.txt"]
+
+
+def test_big_merges_are_left_to_compaction_which_changes_no_ranking(root):
+    """An update merges only up to `inline_merge_chunks`; the merge it leaves is `compact_index`,
+    one more atomic change after which every ranking is the same and fewer segments are searched."""
+    from rag.index import compact_index
+
+    settings, embedder = make_settings(root, inline_merge_chunks=3), HashEmbedder()
+    index = Index.build(Corpus(documents=[_doc(n, topic) for n, topic in enumerate(TOPICS[:6])]), embedder, settings)
+    index.save(settings.index_dir)
+    index, report = update_index(settings, embedder, add=[_doc(n, t) for n, t in enumerate(TOPICS[6:], 6)], base=index)
+    assert report.merged == 0 and report.merge_due and index.merge_due() and len(index.segments) == 2  # 6 + 6 chunks > 3
+    question = "How many visitors did the kite festival count?"
+    compacted, done = compact_index(settings, base=index)
+    assert done.merged == 1 and len(compacted.segments) == 1 and not compacted.merge_due()
+    for version_a, version_b in [(index, compacted)]:
+        a, b = version_a.lexicon.top(terms(question), 20), version_b.lexicon.top(terms(question), 20)
+        assert sorted(zip([_key(version_a, i) for i in a[0].tolist()], np.round(a[1], 4).tolist())) == sorted(
+            zip([_key(version_b, i) for i in b[0].tolist()], np.round(b[1], 4).tolist())
+        )
+        q = embedder.encode_query(question)[None, :]
+        a, b = version_a.chunk_store.search(q, 12), version_b.chunk_store.search(q, 12)  # every chunk: no tie at a cut
+        assert sorted(zip(np.round(a[0][0], 4).tolist(), [_key(version_a, i) for i in a[1][0].tolist()])) == sorted(
+            zip(np.round(b[0][0], 4).tolist(), [_key(version_b, i) for i in b[1][0].tolist()])
+        )
+    assert Retriever(compacted, embedder, settings).search(question, 1)[0].chunk.doc_id == "d10"
+    assert Index.load(settings.index_dir).chunks == compacted.chunks
+    assert compact_index(settings, base=compacted)[1].merged == 0  # nothing left to do
+
+
+def test_the_app_merges_in_the_background_after_an_update(fake_pipeline):
+    pipeline = fake_pipeline(corpus={f"d{n:02d}.txt": _doc(n, topic).text for n, topic in enumerate(TOPICS[:6])}, inline_merge_chunks=3)
+    pipeline.retriever  # the index, loaded
+    for n, topic in enumerate(TOPICS[6:], 6):
+        (pipeline.settings.root / f"d{n:02d}.txt").write_text(_doc(n, topic).text, encoding="utf-8")
+    report = pipeline.add_files([pipeline.settings.root / f"d{n:02d}.txt" for n in range(6, 12)])
+    assert report.merge_due and len(report.added) == 6
+    worker = pipeline._compactor
+    assert worker is not None
+    worker.join(60)
+    assert len(pipeline.retriever.index.segments) == 1 and len(pipeline.retriever.index.documents) == 12
+    assert pipeline.retriever.search("kite festival visitors", 1)[0].chunk.doc_id == "d10"
