@@ -49,7 +49,7 @@ from .bm25 import Lexicon
 from .config import Settings
 from .corpus import Corpus, CorpusProblem, content_key
 from .embedding import EmbeddingModel, Encoder
-from .segment import Segment, StaleIndex, Table, fsync_dir, make_segment, merge_segments, write_atomic
+from .segment import Segment, StaleIndex, Table, fsync_dir, live_rows, make_segment, merge_segments, write_atomic
 from .store.segments import SegmentedStore
 from .types import Chunk, Document, Sentence
 
@@ -134,13 +134,7 @@ class Index:
     def _live(self):
         """Per segment: (segment, removed doc ids, live chunk rows mask, live sentence rows mask)."""
         for seg, gone in zip(self.segments, self._removed):
-            t = seg.table
-            if gone:
-                chunks = np.fromiter((c.doc_id not in gone for c in t.chunks), dtype=bool, count=len(t.chunks))
-                sentences = np.fromiter((s.doc_id not in gone for s in t.sentences), dtype=bool, count=len(t.sentences))
-            else:
-                chunks, sentences = np.ones(len(t.chunks), dtype=bool), np.ones(len(t.sentences), dtype=bool)
-            yield seg, gone, chunks, sentences
+            yield seg, gone, *live_rows(seg.table, gone)
 
     @cached_property
     def _views(self):

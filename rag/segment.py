@@ -242,6 +242,15 @@ def _embed_documents(embedder, documents, chunks, sentences, per_doc, progress) 
     return out[: len(chunks)], out[len(chunks) :]
 
 
+def live_rows(table: Table, gone: set[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Which of a segment's chunk and sentence rows belong to documents not in `gone`: two boolean masks."""
+    if not gone:
+        return np.ones(len(table.chunks), dtype=bool), np.ones(len(table.sentences), dtype=bool)
+    chunks = np.fromiter((c.doc_id not in gone for c in table.chunks), dtype=bool, count=len(table.chunks))
+    sentences = np.fromiter((s.doc_id not in gone for s in table.sentences), dtype=bool, count=len(table.sentences))
+    return chunks, sentences
+
+
 def merge_segments(parts: list[Segment], removed: list[set[str]], kind: str, dim: int) -> Segment:
     """One new segment with the live rows of `parts` (adjacent, in id order): tables, statistics
     and vectors copied, nothing embedded again."""
@@ -249,8 +258,7 @@ def merge_segments(parts: list[Segment], removed: list[set[str]], kind: str, dim
     chunk_vectors, sentence_vectors = [], []
     for seg, gone in zip(parts, removed):
         t = seg.table
-        keep_c = np.fromiter((c.doc_id not in gone for c in t.chunks), dtype=bool, count=len(t.chunks))
-        keep_s = np.fromiter((s.doc_id not in gone for s in t.sentences), dtype=bool, count=len(t.sentences))
+        keep_c, keep_s = live_rows(t, gone)
         documents += [d for d in t.documents if d.doc_id not in gone]
         kept_chunks = [c for c, k in zip(t.chunks, keep_c) if k]
         kept_sentences = [s for s, k in zip(t.sentences, keep_s) if k]
