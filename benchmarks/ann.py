@@ -1,7 +1,7 @@
 """Exact vs approximate FAISS search on random unit vectors: which index FaissStore uses when large.
 
-    python benchmarks/ann.py [--sizes 100000 1000000] [--queries 200] [--out FILE.md]
-    python benchmarks/ann.py --sizes --store 300000 1000000   # FaissStore itself, end to end
+    python -m benchmarks.ann [--sizes 100000 1000000] [--queries 200] [--out FILE.md]
+    python -m benchmarks.ann --sizes --store 300000 1000000   # FaissStore itself, end to end
 
 For each size n it builds, on n random unit vectors of dim 384 (float32, the embedder's size):
   - exact: IndexFlatIP (what FaissStore uses below its ANN threshold);
@@ -29,8 +29,6 @@ import argparse
 import datetime
 import gc
 import os
-import platform
-import subprocess
 import sys
 import tempfile
 import time
@@ -39,6 +37,8 @@ from pathlib import Path
 import faiss
 import numpy as np
 import psutil
+
+from benchmarks.results_file import commit, cpu_model
 
 REPO = Path(__file__).resolve().parents[1]
 DIM = 384
@@ -274,10 +274,8 @@ def main() -> int:
     def log(line: str) -> None:
         print(line, flush=True)
 
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), platform.processor())
     header = (
-        f"commit {commit}, {datetime.date.today()}, faiss {faiss.__version__}, {cpu}, {os.cpu_count()} CPUs, "
+        f"commit {commit(mark_dirty=False)}, {datetime.date.today()}, faiss {faiss.__version__}, {cpu_model()}, {os.cpu_count()} CPUs, "
         f"{faiss.omp_get_max_threads()} OpenMP threads to build, {args.search_threads} to search; dim {DIM}, k={K}, {args.queries} queries per set, "
         f"near-query noise {NOISE}, seed {args.seed}"
     )
@@ -295,7 +293,7 @@ def main() -> int:
                 store_run(n, dataset, args.store_batch, args.queries, args.search_threads, args.seed, lambda line: (store_lines.append(line), log(line)))
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        text = f"# ANN benchmark: exact vs HNSW vs IVF\n\n{header}\n\n`python benchmarks/ann.py {' '.join(sys.argv[1:])}`\n"
+        text = f"# ANN benchmark: exact vs HNSW vs IVF\n\n{header}\n\n`python -m benchmarks.ann {' '.join(sys.argv[1:])}`\n"
         if rows:
             text += f"\n{HEADER}\n" + "\n".join(_fmt(r) for r in rows) + "\n"
         if store_lines:

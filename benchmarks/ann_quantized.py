@@ -1,7 +1,7 @@
 """Quantized full scans with exact rescoring: can they give recall@10 0.98 within 5 ms at 1M vectors?
 
-    python benchmarks/ann_quantized.py [--sizes 1000000] [--queries 200] [--out FILE.md]
-    python benchmarks/ann_quantized.py --data clustered --configs PQ192x4fs   # one config, clustered data
+    python -m benchmarks.ann_quantized [--sizes 1000000] [--queries 200] [--out FILE.md]
+    python -m benchmarks.ann_quantized --data clustered --configs PQ192x4fs   # one config, clustered data
 
 benchmarks/ann.py found that graph (HNSW) and partition (IVF) indexes cannot reach the issue's
 target (recall@10 >= 0.98 at p50 <= 5 ms, 1M random unit vectors, dim 384) because on random data
@@ -44,10 +44,8 @@ import argparse
 import datetime
 import gc
 import os
-import platform
 import resource
 import shlex
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -55,9 +53,10 @@ from pathlib import Path
 import faiss
 import numpy as np
 
+from benchmarks.ann import DIM, K, NOISE, TARGET_MS, TARGET_RECALL, clustered, near, recall, rss_mb, timed_search, unit
+from benchmarks.results_file import commit, cpu_model
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-from benchmarks.ann import DIM, K, NOISE, TARGET_MS, TARGET_RECALL, clustered, near, recall, rss_mb, timed_search, unit  # noqa: E402
 
 # name -> candidate counts C swept (C = k * k_factor)
 CONFIGS: dict[str, tuple[int, ...]] = {
@@ -293,13 +292,10 @@ def main() -> int:
     def log(line: str) -> None:
         print(line, flush=True)
 
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO, capture_output=True, text=True).stdout.strip()
-    commit += "-dirty" if dirty else ""
-    out = args.out or REPO / "benchmarks" / "results" / f"ann-quantized-{datetime.date.today()}-{commit}.md"
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), platform.processor())
+    label = commit()
+    out = args.out or REPO / "benchmarks" / "results" / f"ann-quantized-{datetime.date.today()}-{label}.md"
     header = (
-        f"commit {commit}, {datetime.date.today()}, faiss {faiss.__version__}, {cpu}, {os.cpu_count()} CPUs, "
+        f"commit {label}, {datetime.date.today()}, faiss {faiss.__version__}, {cpu_model()}, {os.cpu_count()} CPUs, "
         f"{faiss.omp_get_max_threads()} OpenMP threads to build, 1 to search; dim {DIM}, k={K}, {args.queries} queries per set "
         f"({args.exact_queries} on exact), near-query noise {NOISE}, seed {args.seed}"
     )
@@ -319,7 +315,7 @@ def main() -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     text = (
         f"# Quantized scan + exact rescoring (IndexRefine) vs the 0.98 @ 5 ms target\n\n{header}\n\n"
-        f"`python benchmarks/ann_quantized.py {shlex.join(sys.argv[1:])}`\n\n## Summary\n\n{summary(rows)}\n\n"
+        f"`python -m benchmarks.ann_quantized {shlex.join(sys.argv[1:])}`\n\n## Summary\n\n{summary(rows)}\n\n"
         f"## Adding and removing rows\n\n- {idmap}\n" + "\n".join(store_lines) + f"\n\n## All rows\n\n{HEADER}\n" + "\n".join(_fmt(r) for r in rows) + "\n"
     )
     out.write_text(text)

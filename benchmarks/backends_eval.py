@@ -29,7 +29,7 @@ import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
 
-from benchmarks.results_file import result_path
+from benchmarks.results_file import commit, result_path
 from rag.env import apply_env_defaults, package_dir
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -128,11 +128,11 @@ def main() -> int:
 
     names = {"transformers": "(a) transformers, in-process", "llamacpp": "(b) llamacpp, in-process",
              "openai": "(c) openai -> llama_cpp.server"}
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    at = commit(mark_dirty=False)
     lines = [
         "# `rag eval` per LLM backend: the same packaged SmolLM2-135M GGUF, run three ways",
         "",
-        f"`python -m benchmarks.backends_eval` at {commit}, {started}; golden set `{args.golden}`"
+        f"`python -m benchmarks.backends_eval` at {at}, {started}; golden set `{args.golden}`"
         f"{f' (first {args.limit})' if args.limit else ''}; default settings, {args.threads} LLM threads; the machine is "
         f"shared (1-minute load average before each run: "
         + ", ".join(f"{k} {r['load_before']}" for k, r in reports.items()) + "), so read latencies loosely.",
