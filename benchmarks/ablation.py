@@ -6,7 +6,7 @@
 sentence route alone, the pipeline before the reader); LLM phrasing off (the span as found, or
 the quoted sentence); the reader's no-answer threshold at 0 instead of the calibrated 4.
 `--set retrieval`: the earlier variants (dense only, no grounding check, no LLM, chunk sizes).
-Each golden set is answered from its own corpus/ when it has one (rag.evaluation.settings_for).
+Each golden set is answered from its own corpus/ when it has one (rag.eval.golden.settings_for).
 Writes benchmarks/results/<date>-<commit>-ablation[-retrieval].md.
 """
 
@@ -17,7 +17,7 @@ import tempfile
 from pathlib import Path
 
 from benchmarks.results_file import result_path
-from rag.evaluation import evaluate, load_golden, settings_for
+from rag.eval.golden import evaluate, load_golden, settings_for
 from rag.pipeline import Pipeline
 
 METRICS = [

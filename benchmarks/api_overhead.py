@@ -1,6 +1,6 @@
 """What HTTP costs: the /v1 API over answer(), and the openai backend over in-process llama.cpp.
 
-1. The API layer alone: `rag.api.create_app` on a real uvicorn server on 127.0.0.1 over a pipeline
+1. The API layer alone: `rag.serve.api.create_app` on a real uvicorn server on 127.0.0.1 over a pipeline
    that answers instantly (a fixed Answer with 3 citations), called with the official openai
    client, streamed and not, against calling that pipeline directly. The difference is what the
    API adds to every real answer (which takes ~1-3 s here, benchmarks/RESULTS.md).
@@ -57,7 +57,7 @@ def api_layer(runs: int) -> dict:
     import uvicorn
     from openai import OpenAI
 
-    from rag.api import create_app
+    from rag.serve.api import create_app
 
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(create_app(Instant()), host="127.0.0.1", port=port, log_level="warning"))
@@ -85,7 +85,7 @@ def api_layer(runs: int) -> dict:
 
 
 def _messages() -> list[dict[str, str]]:
-    from rag.prompt import SYSTEM
+    from rag.answering.prompt import SYSTEM
 
     return [{"role": "system", "content": SYSTEM}, {"role": "user", "content":
             "Passages:\n[1] Meta offered OpenAI engineers signing bonuses of up to $100 million, according to "

@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 from benchmarks.generation_levers import prompts
-from rag.bench import QUESTIONS
+from rag.eval.bench import QUESTIONS
 from rag.config import Settings
 from rag.llm import make_generator
 from rag.pipeline import Pipeline

@@ -2,7 +2,7 @@
 
 Prints, per signal threshold pair, how many unanswerable items would be refused and how many
 answerable ones would be wrongly refused, so the gate's thresholds (Settings.min_dense,
-min_coverage, ...; rag/answering.py) are chosen from data.
+min_coverage, ...; rag/answering/policy.py) are chosen from data.
 Usage: python -m benchmarks.calibrate [tests/golden/golden.jsonl]
 """
 
@@ -12,8 +12,8 @@ import itertools
 import sys
 from pathlib import Path
 
-from rag.answering import AnswerPolicy, signals
-from rag.evaluation import load_golden
+from rag.answering.policy import AnswerPolicy, signals
+from rag.eval.golden import load_golden
 from rag.pipeline import Pipeline
 from rag.types import Signals
 

@@ -51,7 +51,7 @@ VARIANTS = {
 
 def gate_rule(r: dict) -> str | None:
     """Which gate rule (if any) refuses this row, from its recorded signals, at default Settings."""
-    from rag.answering import AnswerPolicy
+    from rag.answering.policy import AnswerPolicy
     from rag.config import Settings
     from rag.types import Signals
 
@@ -63,7 +63,7 @@ def gate_rule(r: dict) -> str | None:
 
 
 def at(rows: list[dict], t: float, rules: set[str] = frozenset(RULES)) -> dict:
-    from rag.phrasing import answer_kind
+    from rag.answering.phrasing import answer_kind
 
     def refused(r: dict) -> bool:
         if r["refused"]:

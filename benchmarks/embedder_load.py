@@ -48,7 +48,7 @@ def compare() -> None:
 
     from benchmarks.light_embedder import MiniLM
     from rag.config import Settings
-    from rag.corpus import load_corpus
+    from rag.index.corpus import load_corpus
 
     s = Settings()
     texts = [d.text for d in load_corpus(s.corpus_dir, s.max_file_bytes).documents]  # type: ignore[arg-type]

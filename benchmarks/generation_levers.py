@@ -17,11 +17,11 @@ import time
 
 import torch
 
-from rag.bench import QUESTIONS
+from rag.eval.bench import QUESTIONS
 from rag.config import Settings
 from rag.llm.transformers import TransformersGenerator
 from rag.pipeline import Pipeline
-from rag.prompt import build_messages
+from rag.answering.prompt import build_messages
 
 
 def prompts(pipeline: Pipeline) -> list[list[dict[str, str]]]:

@@ -1,4 +1,4 @@
-"""A proposed drop-in for the model inside rag.embedding.Embedder, without sentence-transformers.
+"""A proposed drop-in for the model inside rag.index.embedding.Embedder, without sentence-transformers.
 
 Why: `import sentence_transformers` imports scikit-learn, which imports scipy.stats, pandas,
 joblib and narwhals - none of which the embedder uses - and that import is most of the
@@ -18,7 +18,7 @@ import numpy as np
 
 
 class MiniLM:
-    """The subset of SentenceTransformer that rag.embedding uses: encode, tokenizer, dimension."""
+    """The subset of SentenceTransformer that rag.index.embedding uses: encode, tokenizer, dimension."""
 
     def __init__(self, model_path: Path) -> None:
         import torch

@@ -9,9 +9,9 @@ from __future__ import annotations
 import statistics
 import time
 
-from rag.bench import QUESTIONS
+from rag.eval.bench import QUESTIONS
 from rag.pipeline import Pipeline
-from rag.prompt import build_messages
+from rag.answering.prompt import build_messages
 
 
 def main() -> None:

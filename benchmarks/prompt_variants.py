@@ -9,9 +9,9 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from rag import prompt
-from rag.citations import strip_markers
-from rag.evaluation import answer_correct, load_golden
+from rag.answering import prompt
+from rag.answering.citations import strip_markers
+from rag.eval.golden import answer_correct, load_golden
 from rag.pipeline import Pipeline
 
 VARIANTS = {

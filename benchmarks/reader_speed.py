@@ -14,7 +14,7 @@ import statistics
 import time
 from pathlib import Path
 
-from rag.reader import Reader
+from rag.answering.reader import Reader
 
 ROOT = Path(__file__).resolve().parents[1]
 

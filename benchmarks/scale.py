@@ -42,10 +42,10 @@ import psutil
 
 from benchmarks.results_file import result_path
 from rag.config import Settings
-from rag.corpus import Corpus, read_document
-from rag.embedding import Embedder
-from rag.index import Index, compact_index, ensure_index, update_index
-from rag.retrieval import Retriever
+from rag.index.corpus import Corpus, read_document
+from rag.index.embedding import Embedder
+from rag.index.manifest import Index, compact_index, ensure_index, update_index
+from rag.index.retrieval import Retriever
 from rag.types import Document
 
 DIM = 384

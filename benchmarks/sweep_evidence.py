@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from rag.config import Settings
-from rag.evaluation import evaluate, load_golden
+from rag.eval.golden import evaluate, load_golden
 from rag.pipeline import Pipeline
 
 

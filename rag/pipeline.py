@@ -18,18 +18,18 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
-from .answering import AnswerPolicy, Decision, signals
-from .citations import to_citation
+from .answering.policy import AnswerPolicy, Decision, signals
+from .answering.citations import to_citation
 from .config import Settings
 from .env import apply_env_defaults
-from .corpus import load_corpus
-from .embedding import Embedder, Encoder
-from .index import CURRENT, Index, StaleIndex, UpdateReport, ensure_index, indexed_files
+from .index.corpus import load_corpus
+from .index.embedding import Embedder, Encoder
+from .index.manifest import CURRENT, Index, StaleIndex, UpdateReport, ensure_index, indexed_files
 from .llm import Generator, LLMError, OnToken, make_generator
-from .phrasing import messages as phrasing_messages
-from .prompt import build_messages
-from .reader import Reader, Span
-from .retrieval import Retriever
+from .answering.phrasing import messages as phrasing_messages
+from .answering.prompt import build_messages
+from .answering.reader import Reader, Span
+from .index.retrieval import Retriever
 from .types import Answer, Citation, Evidence, Signals
 
 log = logging.getLogger(__name__)
@@ -186,7 +186,7 @@ class Pipeline:
         """Start the merges updates left (`compact_index`) in a background thread, if any are
         due and none is running; questions keep being answered meanwhile, and the merged index
         is swapped in when it is done. Returns the thread (for tests), or None."""
-        from .index import compact_index
+        from .index.manifest import compact_index
 
         with self._lock:
             index = self._index
@@ -233,8 +233,8 @@ class Pipeline:
     def add_files(self, paths: list[Path], progress: bool = False) -> UpdateReport:
         """Convert, embed and index these files (only new or changed ones), then answer from the
         updated index. A rejected file is in the report's problems with its reason."""
-        from .corpus import read_document
-        from .index import update_index
+        from .index.corpus import read_document
+        from .index.manifest import update_index
 
         base = self.index  # an index to add to: loaded, or built from the corpus folder
         documents, problems = [], []
@@ -259,8 +259,8 @@ class Pipeline:
         """
         import shutil
 
-        from .corpus import CorpusProblem, read_document, safe_file_name
-        from .index import update_index
+        from .index.corpus import CorpusProblem, read_document, safe_file_name
+        from .index.manifest import update_index
 
         base = self.index
         corpus_dir = self.settings.corpus_dir
@@ -296,7 +296,7 @@ class Pipeline:
 
     def remove_documents(self, doc_ids: list[str]) -> UpdateReport:
         """Remove documents by id and answer from the updated index."""
-        from .index import update_index
+        from .index.manifest import update_index
 
         base = self.index
         index, report = update_index(self.settings, self.embedder, remove=doc_ids, base=base)

@@ -77,7 +77,7 @@ class Citation(BaseModel):
 
 
 class Signals(BaseModel):
-    """What the answer policy measured about the evidence (rag/answering.py); kept on the Answer."""
+    """What the answer policy measured about the evidence (rag/answering/policy.py); kept on the Answer."""
 
     dense: float = Field(description="best cosine of the question and an evidence sentence")
     coverage: float = Field(description="IDF-weighted share of the question's key terms in the evidence")

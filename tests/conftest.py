@@ -21,7 +21,7 @@ import pytest
 from fakes import HashEmbedder, ScriptedGenerator, ScriptedReader
 from rag.config import Settings
 from rag.env import apply_env_defaults
-from rag.embedding import Embedder
+from rag.index.embedding import Embedder
 from rag.llm.transformers import TransformersGenerator
 from rag.pipeline import Pipeline
 

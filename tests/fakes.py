@@ -13,13 +13,13 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from rag.embedding import EmbeddingModel
+from rag.index.embedding import EmbeddingModel
 from rag.llm import Generation, Message, OnToken
 from rag.text import terms
 
 
 class HashEmbedder:
-    """Implements rag.embedding.Encoder; counts its calls so tests can check what was embedded."""
+    """Implements rag.index.embedding.Encoder; counts its calls so tests can check what was embedded."""
 
     def __init__(self, dim: int = 256, name: str = "hash-v1") -> None:
         self._dim = dim
@@ -112,7 +112,7 @@ class ScriptedReader:
         pass
 
     def read(self, question: str, passages: list[str]):
-        from rag.reader import Reading, Span
+        from rag.answering.reader import Reading, Span
 
         self.calls += 1
         spans = []

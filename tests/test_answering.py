@@ -1,14 +1,14 @@
 """Every answer route, on the fakes (fast tier): generated, extractive, refused by the gate, refused by the model.
 
 The hash embedder makes retrieval plain word overlap, and the scripted LLM says what each test
-needs, so each test pins one decision of rag/answering.py and how the pipeline composes it.
+needs, so each test pins one decision of rag/answering/policy.py and how the pipeline composes it.
 """
 
 from __future__ import annotations
 
 import pytest
 
-from rag.answering import AnswerPolicy, first_line, is_refusal, signals
+from rag.answering.policy import AnswerPolicy, first_line, is_refusal, signals
 from rag.config import Settings
 from rag.pipeline import REFUSAL_TEXT
 

@@ -8,7 +8,7 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from rag.api import MAX_BODY_BYTES, MAX_MESSAGES, create_app
+from rag.serve.api import MAX_BODY_BYTES, MAX_MESSAGES, create_app
 from rag.types import Answer, Citation
 
 from conftest import running_app

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from rag import bench
+from rag.eval import bench
 
 pytestmark = pytest.mark.slow
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from rag.chunking import chunk_document, chunk_text, split_sentences
-from rag.corpus import load_corpus
+from rag.index.chunking import chunk_document, chunk_text, split_sentences
+from rag.index.corpus import load_corpus
 from tests.conftest import CORPUS
 
 

@@ -45,7 +45,7 @@ def probe(entry: str) -> str:
     [
         "from rag.pipeline import Pipeline; Pipeline().embedder.encode(['warm'])",  # rag.answer() and the app
         "from rag.llm import make_generator; from rag.config import Settings; make_generator(Settings().model).warm_up()",
-        "from rag.cli import main; main(['ask', 'hello'])",
+        "from rag.serve.cli import main; main(['ask', 'hello'])",
     ],
     ids=["pipeline", "generator", "cli"],
 )
@@ -65,4 +65,4 @@ def test_an_explicit_value_wins(monkeypatch):
 
 
 def test_importing_rag_leaves_the_environment_alone():
-    assert probe("import rag.pipeline, rag.ui, rag.cli, rag.bench") == "torch was never imported"
+    assert probe("import rag.pipeline, rag.serve.ui, rag.serve.cli, rag.eval.bench") == "torch was never imported"

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from rag.evaluation import GoldenItem, evaluate, load_golden, matches, score_row, summarize
+from rag.eval.golden import GoldenItem, evaluate, load_golden, matches, score_row, summarize
 from rag.types import Answer, Citation
 from tests.conftest import CORPUS, GOLDEN
 

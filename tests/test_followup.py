@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from rag.followup import entities, is_followup, rewrite
+from rag.answering.followup import entities, is_followup, rewrite
 
 FRAME = "How much did Meta offer AI researchers?"
 

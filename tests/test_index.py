@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from fakes import HashEmbedder
-from rag.corpus import load_corpus
-from rag.index import FORMAT_VERSION, Index, StaleIndex, ensure_index
+from rag.index.corpus import load_corpus
+from rag.index.manifest import FORMAT_VERSION, Index, StaleIndex, ensure_index
 
 
 def build(settings, embedder):
@@ -48,7 +48,7 @@ def test_changed_corpus_file_triggers_rebuild(settings_in, hash_embedder, caplog
     first = build(settings_in, hash_embedder)
     path = sorted(settings_in.corpus_dir.iterdir())[0]
     path.write_text(path.read_text(encoding="utf-8") + "\nA brand new closing sentence about llamas.\n", encoding="utf-8")
-    with caplog.at_level(logging.WARNING, logger="rag.index"):
+    with caplog.at_level(logging.WARNING, logger="rag.index.manifest"):
         second = build(settings_in, hash_embedder)
     assert f"corpus changed: {path.name}" in caplog.text
     assert any("llamas" in c.text for c in second.chunks)
@@ -62,7 +62,7 @@ def test_another_embedding_model_of_the_same_size_triggers_rebuild(settings_in, 
     first, second = HashEmbedder(name="model-a"), HashEmbedder(name="model-b")
     assert first.dim == second.dim
     build(settings_in, first)
-    with caplog.at_level(logging.WARNING, logger="rag.index"):
+    with caplog.at_level(logging.WARNING, logger="rag.index.manifest"):
         rebuilt = build(settings_in, second)
     assert "index: rebuilding because built with tests.fakes model-a" in caplog.text
     assert rebuilt.manifest.embedding == second.identity()
@@ -94,7 +94,7 @@ def test_real_model_identity_in_the_manifest(settings_in, embedder):
 
 
 def test_weights_digest_is_remembered_until_the_file_changes(tmp_path):
-    from rag.embedding import file_sha256
+    from rag.env import file_sha256
 
     weights, cache = tmp_path / "model.safetensors", tmp_path / "cache" / "digests.json"
     weights.write_bytes(b"first weights")

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from rag.citations import to_citation
-from rag.corpus import load_corpus
+from rag.answering.citations import to_citation
+from rag.index.corpus import load_corpus
 from rag.ingest import CONVERTERS, ConversionError, Converter, converter_for
 from rag.ingest.text import TextConverter
 from rag.types import Document, Evidence, Sentence

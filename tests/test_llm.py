@@ -54,7 +54,7 @@ def test_a_hugging_face_model_folder_loads_as_it_is(generator, pipeline, monkeyp
     from rag.llm.gguf import cached_model_dir
     from rag.llm.transformers import TransformersGenerator, model_folder
     from rag.pipeline import Pipeline
-    from rag.prompt import build_messages
+    from rag.answering.prompt import build_messages
 
     folder = cached_model_dir(generator.settings)
     assert (folder / "config.json").exists() and list(folder.glob("*.safetensors"))
@@ -84,7 +84,7 @@ def test_llamacpp_answers_a_repeated_prompt_as_the_first_time(llama_cpp_installe
     its last token, alone, and that 1-token batch rounds differently: this prompt's 48-token
     answer changed the second time. The backend starts over on a repeat, so it does not."""
     from rag.llm.llamacpp import LlamaCppGenerator
-    from rag.prompt import SYSTEM
+    from rag.answering.prompt import SYSTEM
 
     g = LlamaCppGenerator(ModelSettings(backend="llamacpp", threads=2))
     messages = [{"role": "system", "content": SYSTEM},

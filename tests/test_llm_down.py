@@ -17,10 +17,10 @@ from fastapi.testclient import TestClient
 
 from conftest import make_settings, running_app, TINY_CORPUS
 from fakes import ScriptedReader
-from rag.api import create_app
+from rag.serve.api import create_app
 from rag.llm import Generation, LLMError, Message, OnToken
 from rag.pipeline import LLM_FAILED, Pipeline
-from rag.ui import llm_failed_notice
+from rag.serve.ui import llm_failed_notice
 
 PAINT = "How much was paid by the council for the new paint?"
 PAINT_SENTENCE = "The council paid 4,000 dollars for the new paint."

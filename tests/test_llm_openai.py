@@ -15,7 +15,7 @@ from pydantic import SecretStr
 
 from rag.llm import LLMError, ModelSettings, make_generator
 from rag.llm.openai import OpenAIGenerator
-from rag.prompt import SYSTEM
+from rag.answering.prompt import SYSTEM
 
 from conftest import packaged_gguf
 

@@ -48,7 +48,7 @@ QUESTIONS = [  # written for this test, not taken from the golden set
     "What is the tallest mountain in Europe?",  # refused: another path under load
 ]
 
-API = "/ask"  # rag/ui.py: gr.api(ask, api_name="ask") -> the Answer as a dict
+API = "/ask"  # rag/serve/ui.py: gr.api(ask, api_name="ask") -> the Answer as a dict
 
 
 @pytest.fixture(scope="module", params=["transformers", "openai"])

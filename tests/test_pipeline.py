@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from rag.evaluation import matches
+from rag.eval.golden import matches
 
 # Questions written from the articles (not the golden set): question, article, accepted answer.
 RETRIEVAL = [

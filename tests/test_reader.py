@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 
-from rag.reader import MANIFEST, READER_DIR, WEIGHTS, Reader, ReaderError, check_weights
+from rag.answering.reader import MANIFEST, READER_DIR, WEIGHTS, Reader, ReaderError, check_weights
 
 PASSAGE = (
     "The Harbour Bridge was opened in 1932 by the mayor, Alice Brown. It carries eight lanes "

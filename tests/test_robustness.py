@@ -21,11 +21,11 @@ import pytest
 
 from conftest import CORPUS, REPO, make_settings
 from fakes import HashEmbedder
-from rag.corpus import EmptyCorpusError, load_corpus
-from rag.embedding import Embedder
-from rag.index import CURRENT, Index, ensure_index
+from rag.index.corpus import EmptyCorpusError, load_corpus
+from rag.index.embedding import Embedder
+from rag.index.manifest import CURRENT, Index, ensure_index
 from rag.pipeline import Pipeline
-from rag.prompt import SYSTEM, build_messages
+from rag.answering.prompt import SYSTEM, build_messages
 from rag.types import Answer
 
 PODCAST = "On which podcast did Sam Altman discuss Meta's attempts to recruit his staff?"
@@ -123,7 +123,7 @@ def broken_corpus(root: Path, max_file_bytes: int) -> Path:
 def test_bad_files_are_reported_by_name_and_the_rest_indexes(tmp_path, hash_embedder, caplog):
     max_bytes = 1_000_000
     corpus = broken_corpus(tmp_path, max_bytes)
-    with caplog.at_level(logging.WARNING, logger="rag.corpus"):
+    with caplog.at_level(logging.WARNING, logger="rag.index.corpus"):
         loaded = load_corpus(corpus, max_bytes)
     report = {p.name: p.action for p in loaded.problems}
     assert report == {
@@ -280,7 +280,7 @@ def _shift_offsets(table: dict) -> None:
 def test_damaged_index_is_detected_and_rebuilt(small, caplog, damage, why):
     settings, corpus, built = small
     damage(_live(settings))
-    with caplog.at_level(logging.WARNING, logger="rag.index"):
+    with caplog.at_level(logging.WARNING, logger="rag.index.manifest"):
         rebuilt = ensure_index(corpus, HASH, settings)
     assert "index: rebuilding because" in caplog.text and why in caplog.text
     assert rebuilt.chunks == built.chunks
@@ -310,7 +310,7 @@ def test_a_build_waits_for_another_process_building(small, caplog):
     theirs = index_dir / "build-20990101T000000-77777-1"  # another process is writing here
     theirs.mkdir()
     done = threading.Event()
-    with caplog.at_level(logging.INFO, logger="rag.index"), open(index_dir / ".lock", "a+") as held:
+    with caplog.at_level(logging.INFO, logger="rag.index.manifest"), open(index_dir / ".lock", "a+") as held:
         fcntl.flock(held, fcntl.LOCK_EX)
         worker = threading.Thread(target=lambda: (built.save(index_dir), done.set()))
         worker.start()

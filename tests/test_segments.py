@@ -7,11 +7,11 @@ import pytest
 
 from conftest import TINY_CORPUS, make_settings
 from fakes import HashEmbedder
-from rag.bm25 import Lexicon, TermStats
-from rag.corpus import Corpus, load_corpus
-from rag.index import Index, ensure_index, update_index
-from rag.segment import Segment
-from rag.retrieval import Retriever
+from rag.index.bm25 import Lexicon, TermStats
+from rag.index.corpus import Corpus, load_corpus
+from rag.index.manifest import Index, ensure_index, update_index
+from rag.index.segment import Segment
+from rag.index.retrieval import Retriever
 from rag.store.faiss import FaissStore
 from rag.store.segments import SegmentedStore
 from rag.text import terms
@@ -192,14 +192,14 @@ def test_the_app_follows_an_update_made_by_another_process(fake_pipeline, caplog
 def test_a_start_converts_only_files_that_changed(root, monkeypatch):
     """The corpus folder at start: unchanged files are hashed, not converted; a changed, new or
     deleted file is still noticed, and a rebuild still reads every file."""
-    import rag.corpus
-    from rag.index import indexed_files
+    import rag.index.corpus
+    from rag.index.manifest import indexed_files
 
     settings, embedder = make_settings(root), HashEmbedder()
     first = ensure_index(load_corpus(settings.corpus_dir), embedder, settings)
     converted = []
-    real = rag.corpus.read_document
-    monkeypatch.setattr(rag.corpus, "read_document", lambda path, limit: (converted.append(path.name), real(path, limit))[1])
+    real = rag.index.corpus.read_document
+    monkeypatch.setattr(rag.index.corpus, "read_document", lambda path, limit: (converted.append(path.name), real(path, limit))[1])
     corpus = load_corpus(settings.corpus_dir, settings.max_file_bytes, indexed_files(settings.index_dir))
     assert converted == [] and sorted(corpus.unchanged) == ["elm.txt", "harbor.txt"]
     assert ensure_index(corpus, embedder, settings).chunks == first.chunks
@@ -221,7 +221,7 @@ def test_a_start_converts_only_files_that_changed(root, monkeypatch):
 def test_big_merges_are_left_to_compaction_which_changes_no_ranking(root):
     """An update merges only up to `inline_merge_chunks`; the merge it leaves is `compact_index`,
     one more atomic change after which every ranking is the same and fewer segments are searched."""
-    from rag.index import compact_index
+    from rag.index.manifest import compact_index
 
     settings, embedder = make_settings(root, inline_merge_chunks=3), HashEmbedder()
     index = Index.build(Corpus(documents=[_doc(n, topic) for n, topic in enumerate(TOPICS[:6])]), embedder, settings)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from rag.types import Answer, Citation, Document
-from rag.ui import Turn, answer_json, describe_corpus, example_questions, render_answer, render_source, render_user
+from rag.serve.ui import Turn, answer_json, describe_corpus, example_questions, render_answer, render_source, render_user
 
 EVIL = "<script>alert(1)</script>"
 

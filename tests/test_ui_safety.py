@@ -64,7 +64,7 @@ def test_overload_says_busy_instead_of_hanging(evil_app):
 
     from gradio_client import Client
 
-    from rag.ui import QUEUE_SIZE
+    from rag.serve.ui import QUEUE_SIZE
 
     client = Client(evil_app, verbose=False)
     jobs = [client.submit(question=f"How much did Meta offer researchers? ({i})", api_name="/ask") for i in range(QUEUE_SIZE + 4)]

@@ -16,9 +16,9 @@ import pytest
 
 from conftest import REPO, TINY_CORPUS, make_settings
 from fakes import HashEmbedder
-from rag.corpus import CorpusProblem, load_corpus, read_document, safe_file_name
-from rag.index import CURRENT, Index, ensure_index, migrate_index, update_index
-from rag.retrieval import Retriever
+from rag.index.corpus import CorpusProblem, load_corpus, read_document, safe_file_name
+from rag.index.manifest import CURRENT, Index, ensure_index, migrate_index, update_index
+from rag.index.retrieval import Retriever
 from test_ingest import encrypt_pdf, make_docx, make_pdf, zip_bytes
 
 LLAMAS = "Llama farm news\nThe llama farm near Oslo keeps 42 llamas. Farmer Ingrid Dahl shears them every June.\n"
@@ -66,7 +66,7 @@ def test_add_list_remove_round_trip(tiny, tmp_path, monkeypatch, capsys):
     assert Index.load(settings.index_dir).chunks == index.chunks
 
     monkeypatch.setenv("RAG_INDEX_DIR", str(settings.index_dir))
-    from rag.cli import main
+    from rag.serve.cli import main
 
     assert main(["list"]) == 0
     out = capsys.readouterr().out
@@ -143,7 +143,7 @@ def test_same_file_again_is_unchanged_and_a_copy_is_a_duplicate(tiny, tmp_path):
 
 
 def test_pdf_pages_reach_the_citation(tiny, tmp_path):
-    from rag.citations import to_citation
+    from rag.answering.citations import to_citation
     from rag.types import Evidence
 
     settings, embedder, _ = tiny
@@ -204,8 +204,8 @@ import sys, time
 sys.path[:0] = [{tests!r}]
 from fakes import HashEmbedder
 from conftest import make_settings
-from rag.corpus import read_document
-from rag.index import update_index
+from rag.index.corpus import read_document
+from rag.index.manifest import update_index
 from pathlib import Path
 
 class Slow(HashEmbedder):
@@ -271,8 +271,8 @@ import sys
 sys.path[:0] = [{tests!r}]
 from fakes import HashEmbedder
 from conftest import make_settings
-from rag.corpus import read_document
-from rag.index import update_index
+from rag.index.corpus import read_document
+from rag.index.manifest import update_index
 from pathlib import Path
 
 settings = make_settings(Path({root!r}), store="milvus")

@@ -20,7 +20,7 @@ the codes (46 MB at 1M for "pq").
 An approximate index is trained once; the store retrains (rebuilds) it when the row count has
 doubled or halved since (measured for IVF at 1M: retraining at 4x instead of 2x cost recall,
 0.973 instead of 0.992). "pq" cannot remove rows in place (faiss's IndexRefine has no
-remove_ids), so a delete rebuilds it from the kept rows (2.6-5 s at 1M); the index (rag/index.py)
+remove_ids), so a delete rebuilds it from the kept rows (2.6-5 s at 1M); the index (rag/index/manifest.py)
 never deletes from a saved store: its segments are written once and removals are a filter.
 Ids are the caller's int64 row ids, kept by an IndexIDMap2 (by the IVF's hash-table direct map
 for "ivf").

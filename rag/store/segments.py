@@ -1,6 +1,6 @@
 """One read-only store over the stores of an index's segments, minus the rows of removed documents.
 
-The index (rag/index.py) keeps its rows in immutable segments, each with its own store; ids of
+The index (rag/index/manifest.py) keeps its rows in immutable segments, each with its own store; ids of
 a later segment are all above those of an earlier one. A search asks every segment for its top
 k (plus as many as it has removed rows, which are then dropped) and merges by score; `get`
 routes each id to the segment whose range holds it. Any store kind works underneath.

@@ -24,8 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
-from rag.spans import best_span
-from rag.training.data import Example, best_scores, examples_of, load_squad, split_titles, with_negatives
+from rag.answering.spans import best_span
+from rag.eval.squad import best_scores
+from rag.training.data import Example, examples_of, load_squad, split_titles, with_negatives
 
 SQUAD11 = "qa/squad1.1-train/squad1.1-train.json.gz"
 SQUAD2 = "squad2/train-v2.0.first10articles.json.gz"

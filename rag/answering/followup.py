@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from .lexicon import LEAD_WORDS, PERSONAL_PRONOUNS, REQUEST_VERBS, STOPWORDS, THING_WORDS, WH_WORDS
+from ..lexicon import LEAD_WORDS, PERSONAL_PRONOUNS, REQUEST_VERBS, STOPWORDS, THING_WORDS, WH_WORDS
 
 # "and what about Google?", "How about xAI?", "And for OpenAI?", "what of Musk?"
 _ELLIPSIS = re.compile(

@@ -1,6 +1,6 @@
 """BM25 kept per index segment and scored across segments, so an update never rebuilds it.
 
-Each segment of the index (rag/index.py) stores its own `TermStats`: a sparse term-frequency
+Each segment of the index (rag/index/manifest.py) stores its own `TermStats`: a sparse term-frequency
 matrix of its chunks (rows in table order) and of its sentences, written once when the segment is
 made. `Lexicon` combines the segments of one index version: per question it reads only the
 postings of the question's terms, counts document frequencies over the rows that are still live
@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from scipy import sparse
 
-from .text import terms
+from ..text import terms
 
 K1 = 1.5
 B = 0.75

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from .config import Settings
+from ..config import Settings
 from .embedding import Encoder
-from .index import Index
-from .text import terms
-from .types import Evidence, Hit
+from .manifest import Index
+from ..text import terms
+from ..types import Evidence, Hit
 
 
 class Retriever:

@@ -9,14 +9,14 @@ import sys
 import time
 from pathlib import Path
 
-from .config import Settings
-from .env import apply_env_defaults
+from ..config import Settings
+from ..env import apply_env_defaults
 
 
 def _cmd_index(args: argparse.Namespace) -> int:
-    from .corpus import load_corpus
-    from .embedding import Embedder
-    from .index import ensure_index, indexed_files
+    from ..index.corpus import load_corpus
+    from ..index.embedding import Embedder
+    from ..index.manifest import ensure_index, indexed_files
 
     settings = Settings()
     indexed = {} if args.rebuild else indexed_files(settings.index_dir)  # unchanged files are not converted again
@@ -33,9 +33,9 @@ def _open_index(settings):
     """The embedder, after making sure there is an index to update: one that exists with these
     settings is left as it is (only its manifest is read; the corpus folder is synced when the
     app starts), else it is built from the corpus folder first."""
-    from .corpus import load_corpus
-    from .embedding import Embedder
-    from .index import Index, StaleIndex, ensure_index
+    from ..index.corpus import load_corpus
+    from ..index.embedding import Embedder
+    from ..index.manifest import Index, StaleIndex, ensure_index
 
     embedder = Embedder.from_settings(settings)
     try:
@@ -47,8 +47,8 @@ def _open_index(settings):
 
 
 def _cmd_add(args: argparse.Namespace) -> int:
-    from .corpus import files_under, read_document
-    from .index import update_index
+    from ..index.corpus import files_under, read_document
+    from ..index.manifest import update_index
 
     settings = Settings()
     files, problems = files_under([Path(p) for p in args.paths])
@@ -73,7 +73,7 @@ def _cmd_add(args: argparse.Namespace) -> int:
 
 
 def _cmd_remove(args: argparse.Namespace) -> int:
-    from .index import update_index
+    from ..index.manifest import update_index
 
     settings = Settings()
     embedder = _open_index(settings)
@@ -88,7 +88,7 @@ def _compact_if_due(settings, report) -> None:
     """The update is done and searchable; a bigger merge it left (see `inline_merge_chunks`) runs now, as its own change."""
     if not report.merge_due:
         return
-    from .index import compact_index
+    from ..index.manifest import compact_index
 
     print("merging segments (the update above is already searchable) ...", flush=True)
     _, merged = compact_index(settings)
@@ -96,7 +96,7 @@ def _compact_if_due(settings, report) -> None:
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
-    from .index import Index, StaleIndex
+    from ..index.manifest import Index, StaleIndex
 
     settings = Settings()
     try:
@@ -117,7 +117,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
 
 def _cmd_migrate(args: argparse.Namespace) -> int:
-    from .index import Index, migrate_index
+    from ..index.manifest import Index, migrate_index
 
     settings = Settings()
     before = Index.load(settings.index_dir, lazy=True)  # type: ignore[arg-type]
@@ -134,7 +134,7 @@ def _cmd_migrate(args: argparse.Namespace) -> int:
 
 
 def _cmd_ask(args: argparse.Namespace) -> int:
-    from .pipeline import Pipeline
+    from ..pipeline import Pipeline
 
     pipeline = Pipeline()
     question = " ".join(args.question)
@@ -155,13 +155,13 @@ def _cmd_ask(args: argparse.Namespace) -> int:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from .evaluation import main as eval_main
+    from ..eval.golden import main as eval_main
 
     return eval_main(args)
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    from .bench import main as bench_main
+    from ..eval.bench import main as bench_main
 
     return bench_main(args)
 
@@ -224,8 +224,8 @@ def main(argv: list[str] | None = None) -> int:
     apply_env_defaults()  # before any command imports torch
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    from .corpus import EmptyCorpusError
-    from .index import StaleIndex
+    from ..index.corpus import EmptyCorpusError
+    from ..index.manifest import StaleIndex
 
     try:
         return args.func(args)

@@ -8,8 +8,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
-from .ingest import ConversionError, converter_for, supported_suffixes
-from .types import Document
+from ..ingest import ConversionError, converter_for, supported_suffixes
+from ..types import Document
 
 log = logging.getLogger(__name__)
 

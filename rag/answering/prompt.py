@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from .llm.base import Message
-from .types import Evidence
+from ..llm.base import Message
+from ..types import Evidence
 
 REFUSAL = "The articles do not say."
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import bisect
 import re
 
-from .lexicon import STOPWORDS
-from .text import numbers, proper_names, stem, words
-from .types import Citation, Document, Evidence
+from ..lexicon import STOPWORDS
+from ..text import numbers, proper_names, stem, words
+from ..types import Citation, Document, Evidence
 
 MARKER = re.compile(r"\[(\d+)\]")
 _MARKER_RUN = re.compile(r"\s*(?:\[\d+\](?:\s*,\s*)?)+")

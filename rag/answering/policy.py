@@ -16,14 +16,14 @@ from typing import Literal
 from pydantic import BaseModel
 
 from .citations import best_supporting, cited_numbers, drop_bad_markers, strip_markers
-from .config import Settings
-from .lexicon import NUMERIC_QUESTION, PERSON_QUESTION, PERSON_ROLE_QUESTION, REFUSAL_PHRASES, STOPWORDS
+from ..config import Settings
+from ..lexicon import NUMERIC_QUESTION, PERSON_QUESTION, PERSON_ROLE_QUESTION, REFUSAL_PHRASES, STOPWORDS
 from .phrasing import answer_kind, names_someone, template
 from .phrasing import check as check_phrasing
 from .prompt import REFUSAL
 from .reader import Reading, Span
-from .text import normalize, numbers, proper_names, stem, terms, words
-from .types import Evidence, Signals
+from ..text import normalize, numbers, proper_names, stem, terms, words
+from ..types import Evidence, Signals
 
 # -- question classifiers -----------------------------------------------------------------
 

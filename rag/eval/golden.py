@@ -9,9 +9,7 @@ Unanswerable items have `answers: []` and a `subtype` (on-topic, off-topic, inje
 
 from __future__ import annotations
 
-import json
 import math
-import re
 import statistics
 import time
 from pathlib import Path
@@ -19,11 +17,11 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from .answering import AnswerPolicy
-from .config import Settings
-from .citations import strip_markers
-from .text import matches, normalize
-from .training.data import best_scores
+from ..answering.policy import AnswerPolicy
+from ..config import Settings
+from ..answering.citations import strip_markers
+from ..text import matches
+from .squad import best_scores
 
 # -- golden data -------------------------------------------------------------------------
 
@@ -224,7 +222,7 @@ def evaluate(items: list[GoldenItem], pipeline: Any, progress: bool = True) -> R
     """Run every item through the pipeline; an exception is a scored error, never a crash."""
     from tqdm import tqdm
 
-    from .types import Answer
+    from ..types import Answer
 
     rows: list[Row] = []
     for item in tqdm(items, desc="Evaluating", unit="q", disable=not progress):
@@ -332,7 +330,7 @@ def settings_for(golden: Path, base: Settings | None = None) -> Settings:
 
 def main(args: Any) -> int:
     """`python -m rag eval FILE [FILE ...] [--report DIR] [--limit N]`: one report per set."""
-    from .pipeline import Pipeline
+    from ..pipeline import Pipeline
 
     files = [Path(f) for f in (args.file if isinstance(args.file, list) else [args.file])]
     shared: dict[str, Any] = {}

@@ -13,8 +13,8 @@ import re
 from pydantic import BaseModel
 
 from .citations import strip_markers
-from .lexicon import EXPLAIN_QUESTION, LIST_QUESTION, TWO_ASKS
-from .text import matches, normalize, numbers, proper_names, words
+from ..lexicon import EXPLAIN_QUESTION, LIST_QUESTION, TWO_ASKS
+from ..text import matches, normalize, numbers, proper_names, words
 
 
 

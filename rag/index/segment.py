@@ -1,7 +1,7 @@
-"""Segments: the immutable parts an index is made of (rag/index.py names them in its manifest).
+"""Segments: the immutable parts an index is made of (rag/index/manifest.py names them in its manifest).
 
 A segment holds some documents, their chunks and sentences with offsets (its table), their BM25
-term statistics (rag/bm25.py) and two vector stores, in one folder:
+term statistics (rag/index/bm25.py) and two vector stores, in one folder:
     segment.json            its counts, its id range and every file's sha256, written last
     table.json              documents (their text: the only source of offsets), chunks, sentences, chunk -> sentences
     terms.json, *_tf.npz    term statistics
@@ -24,10 +24,11 @@ from pydantic import BaseModel, Field, ValidationError
 
 from .bm25 import TermStats
 from .chunking import chunk_document
-from .config import Settings
-from .embedding import Encoder, file_sha256
-from .store import StoreError, VectorStore, new_store, open_store
-from .types import Chunk, Document, Sentence
+from ..config import Settings
+from ..env import file_sha256
+from .embedding import Encoder
+from ..store import StoreError, VectorStore, new_store, open_store
+from ..types import Chunk, Document, Sentence
 
 FORMAT_VERSION = 1  # of a segment's files
 EMBED_BATCH = 64  # texts per embedding call: the progress bar moves at least this often

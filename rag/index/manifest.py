@@ -8,7 +8,7 @@ Layout under index/:
     segments/<name>/segment.json      one segment: its counts, id range and files' sha256
     segments/<name>/table.json        its documents (their text: the only source of offsets),
                                       chunks, sentences and chunk -> sentences map
-    segments/<name>/terms.json, *_tf.npz   its BM25 statistics (rag/bm25.py)
+    segments/<name>/terms.json, *_tf.npz   its BM25 statistics (rag/index/bm25.py)
     segments/<name>/chunks/, sentences/    its two vector stores, each saved by its store kind
     .lock                             held by the one process changing the index
 
@@ -46,12 +46,12 @@ import numpy as np
 from pydantic import BaseModel, Field, ValidationError
 
 from .bm25 import Lexicon
-from .config import Settings
+from ..config import Settings
 from .corpus import Corpus, CorpusProblem, content_key
 from .embedding import EmbeddingModel, Encoder
 from .segment import Segment, StaleIndex, Table, fsync_dir, live_rows, make_segment, merge_segments, write_atomic
-from .store.segments import SegmentedStore
-from .types import Chunk, Document, Sentence
+from ..store.segments import SegmentedStore
+from ..types import Chunk, Document, Sentence
 
 __all__ = [
     "CURRENT", "Index", "Manifest", "Segment", "StaleIndex", "Table", "UpdateReport",
@@ -61,7 +61,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 DEFAULT_STORE = "faiss"  # a new index's store when settings.store is None
-FORMAT_VERSION = 4  # of the manifest; v4: segments (rag/segment.py); v3: one table and store pair per build
+FORMAT_VERSION = 4  # of the manifest; v4: segments (rag/index/segment.py); v3: one table and store pair per build
 CURRENT = "current"
 LOCK = ".lock"
 SEGMENTS = "segments"
@@ -610,7 +610,7 @@ def migrate_index(settings: Settings, to: str, progress: bool = False) -> Index:
     Each segment is copied into a new one of kind `to` (tables and statistics as they are,
     vectors read by id), then a new manifest names them and `current` flips.
     """
-    from .store import store_class
+    from ..store import store_class
 
     store_class(to)  # fail early on an unknown name
     index_dir = settings.index_dir
@@ -811,7 +811,7 @@ def _retired(index_dir: Path, manifest: Manifest) -> list[str]:
     to the new version would find its collections gone; those segments stay one change longer
     (the app switches at its next question, see Pipeline.retriever).
     """
-    from .store import store_class
+    from ..store import store_class
 
     if getattr(store_class(manifest.store), "in_memory", False):
         return []
@@ -827,7 +827,7 @@ def _retired(index_dir: Path, manifest: Manifest) -> list[str]:
 
 def _discard_store(kind: str, path: Path) -> None:
     """Free what a saved store holds outside its folder (a server collection); never raises."""
-    from .store import store_class
+    from ..store import store_class
 
     try:
         store_class(kind).discard(path)

@@ -14,13 +14,12 @@ import json
 import threading
 from pathlib import Path
 
-import numpy as np
 from pydantic import BaseModel, Field
 
-from .embedding import file_sha256
+from ..env import file_sha256
 from .spans import best_span
 
-READER_DIR = Path(__file__).resolve().parent / "models" / "reader"
+READER_DIR = Path(__file__).resolve().parents[1] / "models" / "reader"
 WEIGHTS = "model.safetensors"
 MANIFEST = "manifest.json"
 MANIFEST_FORMAT = "rag-reader v1"

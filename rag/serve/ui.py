@@ -13,14 +13,14 @@ from typing import Any
 import gradio as gr
 from pydantic import BaseModel
 
-from .config import Settings
-from .followup import rewrite
-from .index import UpdateReport
-from .ingest import supported_suffixes
-from .pipeline import LLM_FAILED, Pipeline
-from .lexicon import STOPWORDS
-from .text import words
-from .types import Answer, Citation, Document
+from ..config import Settings
+from ..answering.followup import rewrite
+from ..index.manifest import UpdateReport
+from ..ingest import supported_suffixes
+from ..pipeline import LLM_FAILED, Pipeline
+from ..lexicon import STOPWORDS
+from ..text import words
+from ..types import Answer, Citation, Document
 
 log = logging.getLogger(__name__)
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
-from .lexicon import ABBREVIATIONS
-from .types import Chunk, Sentence
+from ..lexicon import ABBREVIATIONS
+from ..types import Chunk, Sentence
 
 # A sentence ends at . ! ? (plus closing quotes/brackets) followed by space and a likely
 # sentence start, or at a line break. Abbreviations like "Mr." or "U.S." are protected below.

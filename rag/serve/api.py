@@ -26,8 +26,8 @@ from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
-from .followup import rewrite
-from .types import Answer, Citation
+from ..answering.followup import rewrite
+from ..types import Answer, Citation
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
-from .config import Settings
+from ..config import Settings
 
 # Generic questions about the four articles, written for timing (not the golden set): each
 # should reach the LLM, so the end-to-end times are those of generated answers.
@@ -177,7 +177,7 @@ class _Recording:
 # -- measuring -----------------------------------------------------------------------------
 def measure_warm(pipeline, questions: list[str] = QUESTIONS) -> Warm:
     """Ask each question once on a loaded pipeline and time it from the caller's side."""
-    from .pipeline import Pipeline
+    from ..pipeline import Pipeline
 
     recorder = _Recording(pipeline.generator)
     # the same loaded parts, with the model observed
@@ -263,7 +263,7 @@ if settings.use_llm:
 marks["model"] = time.perf_counter()
 p.answer(sys.argv[2])
 marks["answer"] = time.perf_counter()
-from rag.bench import peak_rss_mb
+from rag.eval.bench import peak_rss_mb
 print(json.dumps({"t0": t0, "c0": c0, "marks": marks, "rss": peak_rss_mb(), "t_end": time.time()}))
 """
 
@@ -275,7 +275,7 @@ def measure_cold(settings: Settings, question: str = QUESTIONS[0], timeout: floa
         RuntimeError: the child failed; its stderr is in the message.
     """
     env = dict(os.environ)
-    here = str(Path(__file__).resolve().parents[1])  # the child imports this same rag, not another install
+    here = str(Path(__file__).resolve().parents[2])  # the child imports this same rag, not another install
     env["PYTHONPATH"] = here + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     spawn = time.time()
     proc = subprocess.run(
@@ -301,7 +301,7 @@ def measure_cold(settings: Settings, question: str = QUESTIONS[0], timeout: floa
 
 def run(settings: Settings | None = None, questions: list[str] = QUESTIONS, cold: bool = True, pipeline=None) -> Report:
     """The whole benchmark. Cold start first, while this process has loaded nothing heavy."""
-    from .pipeline import Pipeline
+    from ..pipeline import Pipeline
 
     settings = settings or Settings()
     cold_start = measure_cold(settings, questions[0]) if cold else None

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import hashlib
 import importlib.metadata
-import json
-import os
 import threading
 from collections import OrderedDict
 from pathlib import Path
@@ -14,7 +11,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 from pydantic import BaseModel, Field
 
-from .env import apply_env_defaults, package_dir
+from ..env import apply_env_defaults, file_sha256, package_dir
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 
@@ -159,32 +156,6 @@ class Embedder:
         """How many question vectors the LRU holds now (at most `cache_size`)."""
         with self._cache_lock:
             return len(self._cache)
-
-
-def file_sha256(path: Path, cache: Path | None = None) -> str:
-    """The file's sha256, remembered in the JSON file `cache` under its path, size and mtime: a
-    file replaced or rewritten gets a new key, so a stale digest is never read back."""
-    stat = path.stat()
-    key = f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
-    known: dict[str, str] = {}
-    if cache is not None and cache.exists():
-        try:
-            known = json.loads(cache.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            known = {}
-        if isinstance(known, dict) and isinstance(known.get(key), str):
-            return known[key]
-    with open(path, "rb") as fh:
-        digest = hashlib.file_digest(fh, "sha256").hexdigest()
-    if cache is not None:
-        try:  # a cache that cannot be written only costs the next start a re-hash
-            cache.parent.mkdir(parents=True, exist_ok=True)
-            tmp = cache.with_name(f"{cache.name}.tmp-{os.getpid()}")
-            tmp.write_text(json.dumps({**(known if isinstance(known, dict) else {}), key: digest}), encoding="utf-8")
-            os.replace(tmp, cache)
-        except OSError:
-            pass
-    return digest
 
 
 def _version(package: str | None) -> str | None:

@@ -1,0 +1,1 @@
+"""Documents -> a searchable index: corpus loading, chunking, embedding, segments, BM25, the manifest, retrieval."""
