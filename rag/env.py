@@ -31,6 +31,36 @@ def apply_env_defaults() -> None:
         os.environ.setdefault(name, value)
 
 
+QUIET_DEFAULTS = {
+    # Load-time progress bars of transformers and huggingface_hub ("Loading weights ...") and
+    # their advisory messages: noise on a user's terminal for every `rag ask`.
+    "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+    "TRANSFORMERS_VERBOSITY": "error",
+    "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1",
+}
+
+
+def quiet_libraries(verbose: bool = False) -> None:
+    """Send library warnings to the log at debug level and hide load progress bars, unless `verbose`.
+
+    The command line calls it before anything loads: `rag ask` then prints the answer and its
+    sources only; `-v` shows the warnings and bars again. rag's own progress bars (building an
+    index, the first GGUF conversion) are not the libraries' and still show.
+    """
+    import logging
+    import warnings
+
+    log = logging.getLogger("rag.warnings")
+
+    def to_log(message, category, filename, lineno, file=None, line=None) -> None:
+        log.debug("%s: %s (%s:%s)", category.__name__, message, filename, lineno)
+
+    warnings.showwarning = to_log
+    if not verbose:
+        for name, value in QUIET_DEFAULTS.items():
+            os.environ.setdefault(name, value)
+
+
 def package_dir(package: str) -> Path:
     """Folder of an installed package, found without importing it.
 

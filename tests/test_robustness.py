@@ -54,6 +54,21 @@ def run_cli(*args: str, env: dict[str, str], timeout: float = 120) -> subprocess
     )
 
 
+@pytest.mark.slow
+def test_rag_ask_prints_the_answer_and_sources_and_no_library_noise(pipeline):
+    pipeline.index  # built once by the session's pipeline; the CLI reuses it
+    env = {"RAG_CORPUS_DIR": str(pipeline.settings.corpus_dir), "RAG_INDEX_DIR": str(pipeline.settings.index_dir)}
+    done = run_cli("ask", "What retention rate did Cohere have?", env=env, timeout=300)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert "64 percent" in lines[0] and "Sources:" in lines
+    assert lines.count(lines[0]) == 1  # piped: the checked answer once, not the stream before it
+    assert done.stderr == "", done.stderr  # no FutureWarning, no "Loading weights" bar
+    loud = run_cli("-v", "ask", "What retention rate did Cohere have?", env=env, timeout=300)
+    assert loud.returncode == 0, loud.stderr
+    assert "Loading weights" in loud.stderr  # -v shows the libraries' load progress again
+
+
 # -- 1. questions -------------------------------------------------------------------------
 
 

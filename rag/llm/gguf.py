@@ -101,7 +101,7 @@ def convert_in_subprocess(model: ModelSettings) -> Path:
     target = cached_model_dir(model)
     if _is_converted(target):
         return target
-    env = dict(os.environ)
+    env = {**os.environ, "HF_HUB_DISABLE_PROGRESS_BARS": "0"}  # a first-time conversion shows its progress
     here = str(Path(__file__).resolve().parents[2])  # the child imports this same rag, not another install
     env["PYTHONPATH"] = here + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     code = "import sys; from rag.llm.base import ModelSettings; from rag.llm.gguf import convert_gguf; convert_gguf(ModelSettings.model_validate_json(sys.argv[1]))"

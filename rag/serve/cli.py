@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from ..config import Settings
-from ..env import apply_env_defaults
+from ..env import apply_env_defaults, quiet_libraries
 
 
 def _cmd_index(args: argparse.Namespace) -> int:
@@ -141,8 +141,11 @@ def _cmd_ask(args: argparse.Namespace) -> int:
     if args.json:
         print(pipeline.answer(question).model_dump_json(indent=2))
         return 0
-    answer = pipeline.answer(question, on_token=lambda piece: print(piece, end="", flush=True))
-    print("\r\033[K" if sys.stdout.isatty() else "\n", end="")
+    if sys.stdout.isatty():  # the model's text as it comes, replaced by the checked answer
+        answer = pipeline.answer(question, on_token=lambda piece: print(piece, end="", flush=True))
+        print("\r\033[K", end="")
+    else:  # piped: the checked answer only, once
+        answer = pipeline.answer(question)
     print(answer.text)
     shown = answer.citations or answer.closest
     if shown:
@@ -175,7 +178,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m rag", description=__doc__)
-    parser.add_argument("-v", "--verbose", action="store_true", help="log what each stage does")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log what each stage does, with library warnings and load progress bars")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("index", help="build or check the index of corpus/")
@@ -223,7 +226,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     apply_env_defaults()  # before any command imports torch
     args = build_parser().parse_args(argv)
+    quiet_libraries(args.verbose)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if args.verbose:
+        logging.getLogger("rag").setLevel(logging.DEBUG)  # rag's debug lines, library warnings among them
     from ..index.corpus import EmptyCorpusError
     from ..index.manifest import StaleIndex
 
