@@ -8,6 +8,10 @@ The 10 articles of the SQuAD 2.0 train file were held out of reader training who
   one file each, title on the first line, paragraphs as in SQuAD. Questions: 100 answerable
   (about 11 per article) and 50 unanswerable, all 50 REAL SQuAD 2.0 unanswerable questions of
   Spectre_(2015_film) (none made). Never used to tune anything.
+- tests/golden/squad_absent/ (`--absent`): the same answerable questions over a corpus from which
+  the paragraphs holding their answers were removed (the rest of each article stays), so every one
+  is unanswerable; a question whose answer still appears elsewhere in its article is dropped.
+  Never used to tune anything.
 - benchmarks/calibration/zelda/: the calibration set for the reader's no-answer threshold,
   used together with the news golden set: the Zelda article, 60 answerable and 60 real
   unanswerable questions.
@@ -60,13 +64,40 @@ def item(ex, did: str, kind: str) -> dict:
     return {"id": ex.qid, "type": "unanswerable", "subtype": kind, "question": ex.question, "answers": [], "doc_ids": [did], "evidence": []}
 
 
+def absent_set(articles: list[dict]) -> None:
+    """tests/golden/squad_absent/: the open-book set's answerable questions, their paragraphs removed."""
+    source = ROOT / "tests" / "golden" / "squad" / "squad.jsonl"
+    asked = {r["id"]: r for r in map(json.loads, source.read_text(encoding="utf-8").splitlines()) if r["answers"]}
+    out = ROOT / "tests" / "golden" / "squad_absent"
+    rows = []
+    for art in articles:
+        mine = {qa["id"]: i for i, para in enumerate(art["paragraphs"]) for qa in para["qas"] if qa["id"] in asked}
+        if not mine:
+            continue
+        kept = [p for i, p in enumerate(art["paragraphs"]) if i not in set(mine.values())]
+        did = write_corpus({**art, "paragraphs": kept}, out / "corpus")
+        text = " ".join(p["context"] for p in kept).lower()
+        for qid in mine:
+            r = asked[qid]
+            if any(a.lower() in text for a in r["answers"][0]):
+                continue  # still answered elsewhere in the article: not absent
+            rows.append({"id": qid, "type": "unanswerable", "subtype": "absent", "question": r["question"], "answers": [], "doc_ids": [did], "evidence": []})
+    (out / "absent.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    (out / "LICENSE.md").write_text(LICENCE, encoding="utf-8")
+    print(f"{out}: {len(rows)} questions whose answer passages are not in the corpus")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--data", type=Path, required=True)
     p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--absent", action="store_true", help="only (re)build tests/golden/squad_absent/ from tests/golden/squad/")
     args = p.parse_args()
     rng = random.Random(args.seed)
     articles = load_squad(args.data / SQUAD2)
+    if args.absent:
+        absent_set(articles)
+        return
 
     out = ROOT / "tests" / "golden" / "squad"
     rows, unanswerable = [], []

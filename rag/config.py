@@ -71,8 +71,22 @@ class Settings(BaseSettings):
     overlap_weight: float = Field(0.5, ge=0, description="weight of key-term overlap next to cosine in a sentence's score (flat 0.3-0.8)")
     rank_bonus: float = Field(0.05, ge=0, description="score bonus for sentences of higher-ranked chunks, / (1 + rank)")
 
-    # -- the answer policy (rag/answering/policy.py; calibrated by benchmarks/calibrate.py) -------
-    use_gate: bool = Field(True, description="the refusal gate before reading; off only to calibrate (every question then gets an answer)")
+    # -- the answer policy (rag/answering/policy.py, confidence.py; trained by rag/training/train_policy.py) --
+    use_policy: bool = Field(
+        True,
+        description="the learned answer policy decides answer or refuse from a calibrated confidence (rag/models/policy); "
+        "False = the hand-set gates of before (reader_no_answer and the gate)",
+    )
+    answer_threshold: float = Field(
+        0.5, ge=0, le=1,
+        description="state an answer only when the calibrated probability that it is right is at least this; chosen on "
+        "held-out articles' risk-coverage curve (rag/models/policy/policy.json record); 0 answers everything (to collect training data)",
+    )
+    use_gate: bool | None = Field(
+        None,
+        description="the hand-set refusal gate before reading; None = only when the learned policy is not in use (no reader, or "
+        "use_policy off): the policy reads the gate's signals as features (benchmarks/policy.md); False = never (to collect data)",
+    )
     min_dense: float = Field(0.42, description="refuse below this best cosine: off-topic reaches 0.38, answerable starts at 0.50")
     min_dense_always: float = Field(0.2, description="below this cosine refuse even when every key term is covered")
     min_coverage: float = Field(0.35, ge=0, le=1, description="refuse when less of the question's key terms are in the evidence ...")
@@ -148,3 +162,95 @@ class Settings(BaseSettings):
             timeout_s=self.llm_timeout_s,
             cache_dir=self.cache_dir,
         )
+
+
+def settings_reference() -> str:
+    """The configuration reference, docs/configuration.md, as markdown built from `Settings` itself.
+
+    One row per field: its environment variable(s), its default and its description (the reason
+    for its value), grouped under the `# -- section --` comments of the class. Generated so the
+    document cannot drift from the code: tests/test_docs.py checks that the file equals this.
+    """
+    import inspect
+    import re
+    import typing
+
+    import annotated_types
+
+    def cell(text: str) -> str:
+        return " ".join(str(text).split()).replace("|", "\\|")
+
+    def show(value: object) -> str:
+        if value is None:
+            return "unset"
+        if isinstance(value, bool):
+            return f"`{str(value).lower()}`"
+        return f"`{value}`"
+
+    def env_names(name: str, field) -> list[str]:
+        prefix = Settings.model_config.get("env_prefix", "")
+        alias = field.validation_alias
+        if alias is None:
+            return [f"{prefix}{name}".upper()]
+        choices = alias.choices if isinstance(alias, AliasChoices) else [alias]
+        names = [c for c in choices if isinstance(c, str) and c.lower().startswith(prefix.lower())]
+        return [n.upper() for n in names] or [f"{prefix}{name}".upper()]
+
+    def default(field) -> str:
+        if field.default_factory is not None:
+            doc = inspect.getdoc(field.default_factory) or ""
+            text = "computed at start" + (f": {doc.splitlines()[0]}" if doc and field.default_factory.__name__ != "<lambda>" else "")
+        else:
+            text = show(field.default)
+        bounds = []
+        for m in field.metadata:
+            for cls, op, attr in ((annotated_types.Ge, ">=", "ge"), (annotated_types.Gt, ">", "gt"), (annotated_types.Le, "<=", "le"), (annotated_types.Lt, "<", "lt")):
+                if isinstance(m, cls):
+                    bounds.append(f"{op} {getattr(m, attr)}")
+        if typing.get_origin(field.annotation) is Literal:
+            bounds.append("one of " + ", ".join(f"`{v}`" for v in typing.get_args(field.annotation)))
+        return text + (f" ({', '.join(bounds)})" if bounds else "")
+
+    # Sections: the `# -- name ---` comment lines above the fields in the class body.
+    section_of: dict[str, str] = {}
+    try:
+        section = ""
+        for line in inspect.getsource(Settings).splitlines():
+            if found := re.match(r"\s+# -- (.+?)\s*-*\s*$", line):
+                section = found.group(1)
+            elif (found := re.match(r"    (\w+)\s*:", line)) and found.group(1) in Settings.model_fields:
+                section_of[found.group(1)] = section
+    except (OSError, TypeError):  # no source (a frozen install): one table
+        pass
+
+    regenerate = (
+        "python -c \"import pathlib, rag.config as c; "
+        "pathlib.Path('docs/configuration.md').write_text(c.settings_reference(), encoding='utf-8')\""
+    )
+    lines = [
+        "# Configuration reference",
+        "",
+        "Generated from `rag.config.Settings` by `rag.config.settings_reference()` and checked by "
+        "`tests/test_docs.py`, so it cannot drift from the code; after changing a field, regenerate it with",
+        "",
+        "```bash",
+        regenerate,
+        "```",
+        "",
+        *inspect.cleandoc(Settings.__doc__ or "").splitlines(),
+        "",
+        "In code: `Settings(top_k=6)`; a field given there wins over its environment variable.",
+    ]
+    derived = [(n, inspect.getdoc(p)) for n, p in vars(Settings).items() if isinstance(p, property) and inspect.getdoc(p)]
+    if derived:
+        lines += ["", "Derived from the fields, not set directly:", ""]
+        lines += [f"- `Settings().{n}`: {doc.splitlines()[0]}" for n, doc in derived]
+    current = None
+    for name, field in Settings.model_fields.items():
+        if section_of.get(name, "") != current or current is None:
+            current = section_of.get(name, "")
+            lines += ["", f"## {current[:1].upper() + current[1:]}" if current else "## Fields", ""]
+            lines += ["| field | env var | default | why |", "|---|---|---|---|"]
+        env = ", ".join(f"`{e}`" for e in env_names(name, field))
+        lines.append(f"| `{name}` | {env} | {cell(default(field))} | {cell(field.description or '')} |")
+    return "\n".join(lines) + "\n"

@@ -40,13 +40,19 @@ NUMERIC_QUESTION = re.compile(
 )
 """A question that asks for a number (matched on normalised, lower-case text)."""
 
-PERSON_QUESTION = re.compile(r"^\s*(who|whom|whose)\b")
+CLAUSE_START = r"(?:^|[:;,!?—–]\s*)\s*"
+"""Where a question's own words begin: the start, or after a lead-in ("Quick question: who ...", "In 2022, who ...")."""
+
+PERSON_QUESTION = re.compile(CLAUSE_START + r"(who|whom|whose)\b")
 """A question that asks for a person."""
+
+DATE_QUESTION = re.compile(r"\b(when|what (year|date|month|day|decade|century)|which (year|date|month|day|decade|century)|in what year)\b")
+"""A question that asks for a date or a year."""
 
 PERSON_ROLE_QUESTION = re.compile(r"\bwhich (person|people|executive|researcher|scientist|engineer|ceo|founder|manager)\b")
 """A question that asks for a person by role ("which executive ..."): the reader's span must name one."""
 
-EXPLAIN_QUESTION = re.compile(r"^\s*(why|how(?!\s+(many|much|long|old|big|large|far|often|tall|high)\b)|in what way|explain|describe)\b")
+EXPLAIN_QUESTION = re.compile(CLAUSE_START + r"(why|how(?!\s+(many|much|long|old|big|large|far|often|tall|high)\b)|in what way|explain|describe)\b")
 """A why/how question: answered with a sentence, not a span."""
 
 LIST_QUESTION = re.compile(r"\b(which|what) (two|three|four|five|\d+)\b|\blist\b|\bname (the|all|some)\b|\bwhat are (the|some)\b")

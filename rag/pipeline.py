@@ -20,6 +20,7 @@ from pydantic import BaseModel, Field
 
 from .answering.policy import AnswerPolicy, Decision, signals
 from .answering.citations import to_citation
+from .answering.confidence import Calibrator, features
 from .config import Settings
 from .env import apply_env_defaults
 from .index.corpus import load_corpus
@@ -35,6 +36,7 @@ from .types import Answer, Citation, Evidence, Signals
 log = logging.getLogger(__name__)
 
 REFUSAL_TEXT = "The articles don't say. I couldn't find this in the indexed articles."
+RELATED_TEXT = "The articles don't state this. The passages below may be related."
 LLM_FAILED = "the LLM failed"  # how Answer.reason starts when the LLM could not answer and the answer was made without it
 _INVISIBLE = re.compile(r"[\u200b-\u200f\u202a-\u202e\u2060-\u2064\ufeff]")
 
@@ -81,6 +83,8 @@ class Draft(BaseModel):
     timings: dict[str, float] = {}
     prompt_tokens: int = 0
     llm_failed: str = Field("", description="why the LLM gave no text (LLM_FAILED: its one-line error); empty when it answered")
+    held_back: Span | None = Field(None, description="the span the policy weighed (shown highlighted if it refuses)")
+    held_back_evidence: list[Evidence] = Field([], description="the sentence(s) holding that span")
 
 
 class Pipeline:
@@ -100,6 +104,7 @@ class Pipeline:
         generator: Generator | None = None,
         embedder: Encoder | None = None,
         reader: Reader | None = None,
+        calibrator: Calibrator | None = None,
     ) -> None:
         apply_env_defaults()  # before anything below can import torch
         self.settings = settings or Settings()
@@ -112,6 +117,7 @@ class Pipeline:
         self._retriever = retriever
         self._generator = generator
         self._reader = reader
+        self._calibrator = calibrator
 
     # -- parts, built on first use ----------------------------------------------------------
     @property
@@ -153,6 +159,14 @@ class Pipeline:
                 self._reader = Reader(threads=self.settings.llm_threads, quantize=self.settings.reader_quantize)
             return self._reader
 
+    @property
+    def calibrator(self) -> Calibrator:
+        """The answer policy's calibrator (a small JSON file; rag/models/policy unless injected)."""
+        with self._lock:
+            if self._calibrator is None:
+                self._calibrator = Calibrator.load()
+            return self._calibrator
+
     def warm_up(self) -> None:
         """Load everything and run one tiny generation so the first user pays nothing.
 
@@ -164,6 +178,8 @@ class Pipeline:
         if self.settings.use_reader:
             self.reader.warm_up()
             self.reader.read("warm up", ["Warm up."])
+            if self.settings.use_policy:
+                self.calibrator  # a missing or damaged policy file fails at start, not at the first question
         if self.settings.use_llm:
             try:
                 self.generator.warm_up()
@@ -343,23 +359,40 @@ class Pipeline:
         )
         draft = Draft(question=question, searched=query, evidence=evidence, chosen=chosen, signals=sig, timings=timings)
 
-        why = self.policy.gate(sig) if s.use_gate else None
+        policy_on = s.use_policy and s.use_reader
+        gate_on = s.use_gate if s.use_gate is not None else not policy_on
+        why = self.policy.gate(sig) if gate_on else None
         span: Span | None = None
         if not why and s.use_reader:
             t = time.perf_counter()
             read = hits[: s.reader_passages]
-            reading = self.reader.read(query, [h.chunk.text for h in read])
+            passages = [h.chunk.text for h in read]
+            reading = self.reader.read(query, passages)
             draft.timings["read"] = time.perf_counter() - t
             draft.signals.no_answer = round(min(reading.no_answer, 1e6), 3)
-            if self.policy.wants_span(query):
+            wants_span = self.policy.wants_span(query)
+            fitting = self.policy.pick_span(query, reading)
+            if policy_on:
+                # the span the answer would state (a fact question), else the reader's best guess
+                stated = fitting if wants_span else reading.best
+                found = self._span_evidence(retriever, query, read, stated) if stated is not None else []
+                sentence = " ".join(e.sentence.text for e in (found if wants_span else chosen))
+                title = retriever.index.documents[read[stated.passage].chunk.doc_id].title if stated is not None else ""
+                values = features(query, reading, stated, sentence, passages, retriever.term_weights(query), sig.dense, sig.coverage, title)
+                p_right = self.calibrator.probability(values)
+                draft.signals.features = {k: round(v, 4) for k, v in values.items()}
+                draft.signals.p_right = round(p_right, 4)
+                draft.held_back, draft.held_back_evidence = stated, found
+                if p_right < s.answer_threshold:
+                    why = f"the answer policy is not sure enough (p = {p_right:.2f} < {s.answer_threshold:g})"
+            elif wants_span:
                 why = self.policy.read_gate(reading)
             # a why/how or several-part question has no single span: [CLS] wins there even when
-            # the passages answer it, so only the gate before reading may refuse it
-            span = None if why else self.policy.pick_span(query, reading)
+            # the passages answer it, so only the policy (or the gate before reading) may refuse it
+            span = None if why else fitting
             if span is not None:
-                sentences = retriever.sentences_at(read[span.passage], span.start, span.end)
-                ranked = retriever.score_sentences(query, {sid: span.passage for sid in sentences})
-                span_evidence = sorted(ranked, key=lambda e: e.sentence.sentence_id)
+                same = policy_on and span is draft.held_back and draft.held_back_evidence
+                span_evidence = draft.held_back_evidence if same else self._span_evidence(retriever, query, read, span)
         if why:
             decision = Decision(route="refused", reason=why)
         elif span is not None and self.policy.wants_span(query):
@@ -384,6 +417,13 @@ class Pipeline:
         if decision.route != "refused" and span is not None:
             answer.span = span.text
         return answer
+
+    @staticmethod
+    def _span_evidence(retriever: Retriever, query: str, read: list, span: Span) -> list[Evidence]:
+        """The sentence(s) holding `span`, in document order, scored for the question."""
+        sentences = retriever.sentences_at(read[span.passage], span.start, span.end)
+        ranked = retriever.score_sentences(query, {sid: span.passage for sid in sentences})
+        return sorted(ranked, key=lambda e: e.sentence.sentence_id)
 
     def _generate(self, messages: list[dict[str, str]], max_new_tokens: int, on_token: OnToken | None, draft: Draft) -> str | None:
         """The model's text, timed into `draft`; None when the LLM failed (server down, refused,
@@ -423,8 +463,15 @@ class Pipeline:
             text = " ".join(f"{_one_line(e.sentence.text)} [{n}]" for n, e in enumerate(draft.chosen, start=1))
             citations = [self._cite(n, e, index) for n, e in enumerate(draft.chosen, start=1)]
         else:
-            text = REFUSAL_TEXT
-            closest = [self._cite(n, e, index) for n, e in enumerate(draft.evidence[:2], start=1)]
+            s = self.settings
+            sig = draft.signals
+            close = not (sig.dense < s.min_dense and (sig.coverage < s.full_coverage or sig.dense < s.min_dense_always))
+            text = RELATED_TEXT if close else REFUSAL_TEXT
+            if close:
+                closest = self._related(draft, index)
+        confidence = None
+        if draft.signals.p_right is not None:
+            confidence = draft.signals.p_right if decision.route != "refused" else 1.0 - draft.signals.p_right
         return Answer(
             question=draft.question,
             searched=draft.searched,
@@ -435,9 +482,29 @@ class Pipeline:
             refused=decision.route == "refused",
             route=decision.route,
             reason=decision.reason,
+            confidence=None if confidence is None else round(confidence, 4),
             timings={k: round(v, 4) for k, v in draft.timings.items()},
             prompt_tokens=draft.prompt_tokens,
         )
+
+    def _related(self, draft: Draft, index: Index) -> list[Citation]:
+        """A refusal's 'may be related' passages: the sentence holding the reader's best span
+        (the span highlighted), then the best evidence, two at most."""
+        related: list[Citation] = []
+        span = draft.held_back
+        for e in draft.held_back_evidence[:1]:
+            c = self._cite(1, e, index)
+            if span is not None:
+                at = c.text.find(span.text)
+                if at >= 0:
+                    c.highlight = (at, at + len(span.text))
+            related.append(c)
+        for e in draft.evidence:
+            if len(related) >= 2:
+                break
+            if all((e.sentence.doc_id, e.sentence.start) != (r.doc_id, r.start) for r in related):
+                related.append(self._cite(len(related) + 1, e, index))
+        return related
 
     def _cite(self, n: int, e: Evidence, index: Index) -> Citation:
         return to_citation(n, e, index.documents[e.sentence.doc_id])

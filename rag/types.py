@@ -74,6 +74,9 @@ class Citation(BaseModel):
     end: int
     score: float
     page: int | None = Field(None, description="1-based page the passage starts on; None for an unpaged document")
+    highlight: tuple[int, int] | None = Field(
+        None, description="for a refusal's related passage: the reader's best span in `text` (start, end), which the policy would not state"
+    )
 
 
 class Signals(BaseModel):
@@ -86,6 +89,8 @@ class Signals(BaseModel):
     wants_person: bool = Field(False, description="the question asks who")
     has_name: bool = Field(True, description="a capitalised name in the chosen sentences not in the question")
     no_answer: float | None = Field(None, description="the reader's no-answer margin ([CLS] minus best span); None when it did not read")
+    p_right: float | None = Field(None, description="the answer policy's calibrated probability that the answer it would state is right")
+    features: dict[str, float] = Field({}, description="what the answer policy read (rag/answering/confidence.py FEATURES)")
 
 
 class Answer(BaseModel):
@@ -95,8 +100,13 @@ class Answer(BaseModel):
     text: str
     span: str = Field("", description="the short answer itself, as the reader found it verbatim ('64 percent'); empty when refused")
     citations: list[Citation] = []
-    closest: list[Citation] = Field([], description="for a refusal: the nearest passages, shown as 'related'")
+    closest: list[Citation] = Field([], description="for a refusal with close passages: the nearest ones, shown as 'may be related'")
     refused: bool = False
+    confidence: float | None = Field(
+        None,
+        description="calibrated probability that what was done is right: for an answer, that it is right; for a refusal, that "
+        "the answer the reader would have given is wrong (or that there is none). None when the learned policy was not used",
+    )
     route: Literal["generated", "extractive", "refused"] = Field("generated", description="which way the answer was made")
     reason: str = Field("", description="why this path was taken (grounding or refusal signal)")
     searched: str = Field("", description="the standalone question used for retrieval")

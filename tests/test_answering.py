@@ -124,7 +124,8 @@ def test_overlong_question_is_rejected_before_anything_is_embedded(fake_pipeline
 
 def test_answer_json_shape(fake_pipeline):
     data = fake_pipeline("The council paid 4,000 dollars [1].").answer(PAINT).model_dump(mode="json")
-    assert set(data["signals"]) == {"dense", "coverage", "wants_number", "has_number", "wants_person", "has_name", "no_answer"}
+    assert set(data["signals"]) == {"dense", "coverage", "wants_number", "has_number", "wants_person", "has_name", "no_answer", "p_right", "features"}
+    assert data["confidence"] is None  # no reader, so no learned policy and no claimed confidence
     assert data["span"] == ""  # no reader in this pipeline
     assert set(data["citations"][0]) >= {"n", "doc_id", "title", "chunk_id", "text", "start", "end", "score", "page"}
 
@@ -189,14 +190,15 @@ def test_phrasing_naming_what_the_passage_lacks_falls_back(fake_pipeline):
 
 
 def test_reader_no_answer_margin_refuses(fake_pipeline):
-    p = fake_pipeline("never used", reader=ScriptedReader("300", margin=5.0))
+    """The hand-set gates of before, kept for use_policy=False (tests/test_policy.py has the learned one)."""
+    p = fake_pipeline("never used", reader=ScriptedReader("300", margin=5.0), use_policy=False)
     a = p.answer(FERRY)
     assert a.refused and a.span == "" and "no-answer margin 5.0 >= 4" in a.reason
     assert p.generator.calls == []
 
 
 def test_the_threshold_is_a_setting(fake_pipeline):
-    a = fake_pipeline("The ferry carries 300 passengers a day.", reader=ScriptedReader("300", margin=5.0), reader_no_answer=6.0).answer(FERRY)
+    a = fake_pipeline("The ferry carries 300 passengers a day.", reader=ScriptedReader("300", margin=5.0), reader_no_answer=6.0, use_policy=False).answer(FERRY)
     assert not a.refused and a.span == "300"
 
 

@@ -113,3 +113,64 @@ def test_eval_slice_with_real_pipeline(pipeline, tmp_path):
     assert report.scores["answer_accuracy"] >= 0.6  # measured 0.8
     assert report.scores["refusal_accuracy"] >= 0.66  # measured 2 of 3: off-topic and injection
     assert report.scores["citation_hit"] >= 0.6  # measured 0.8 (4 of 5)
+
+
+# -- trust: stated wrong, calibration, risk against coverage, paraphrase consistency ----------------
+
+
+def answered(text: str, p: float) -> Answer:
+    from rag.types import Signals
+
+    signals = Signals(dense=0.6, coverage=1.0, wants_number=False, has_number=True, p_right=p)
+    return Answer(question="q", text=text, citations=[cite(GOLD_DOC)], signals=signals, confidence=p)
+
+
+def refused(p: float, held: str = "") -> Answer:
+    from rag.types import Signals
+
+    signals = Signals(dense=0.6, coverage=1.0, wants_number=False, has_number=True, p_right=p)
+    closest = [cite(GOLD_DOC, f"Cohere ({held})").model_copy(update={"highlight": (8, 8 + len(held))})] if held else []
+    return Answer(question="q", text="no", refused=True, route="refused", signals=signals, closest=closest, confidence=1 - p)
+
+
+def test_stated_wrong_counts_wrong_answers_and_answered_unanswerables():
+    from rag.eval.golden import trust_scores
+
+    rows = [
+        score_row(ITEM, answered("64 percent [1]", 0.9), [GOLD_DOC], 0.1),  # right
+        score_row(ITEM, answered("80 percent [1]", 0.6), [GOLD_DOC], 0.1),  # stated wrong
+        score_row(UNANSWERABLE, answered("Everest [1]", 0.55), [GOLD_DOC], 0.1),  # stated wrong
+        score_row(UNANSWERABLE, refused(0.2), [], 0.1),  # right refusal
+    ]
+    scores = trust_scores(rows)
+    assert scores["stated_wrong_rate"] == 0.5 and scores["coverage"] == 0.75
+    # most confident first: right (0.9), wrong (0.6), wrong (0.55), wrong (0.2) -> risks 0, 1/2, 2/3, 3/4
+    assert scores["aurc"] == round((0 + 0.5 + 0.6667 + 0.75) / 4, 4)
+    assert scores["coverage_at_5pct_risk"] == 0.25
+
+
+def test_a_refusal_is_graded_by_the_span_it_held_back():
+    held_right = score_row(ITEM, refused(0.3, held="64 percent"), [GOLD_DOC], 0.1)
+    held_wrong = score_row(ITEM, refused(0.3, held="80 percent"), [GOLD_DOC], 0.1)
+    assert held_right.would_be_right is True and held_wrong.would_be_right is False
+    assert not held_right.correct  # refusing an answerable question is still not a right answer
+
+
+def test_calibration_error_of_known_pairs():
+    from rag.eval.golden import expected_calibration_error
+
+    assert expected_calibration_error([(0.75, True)] * 3 + [(0.75, False)]) == 0.0
+    assert expected_calibration_error([(0.95, False)] * 2) == 0.95
+
+
+def test_paraphrase_consistency_counts_variants_of_originals_answered_right():
+    from rag.eval.golden import paraphrase_scores, with_variants
+
+    items = with_variants([ITEM, UNANSWERABLE])
+    assert len(items) == 2 + 4 and all(i.variant_of == "a" for i in items[2:])
+    rows = [score_row(items[0], answered("64 percent [1]", 0.9), [GOLD_DOC], 0.1), score_row(items[1], refused(0.1), [], 0.1)]
+    rows += [score_row(v, answered("64 percent [1]", 0.9), [GOLD_DOC], 0.1) for v in items[2:5]]
+    rows.append(score_row(items[5], refused(0.2), [], 0.1))
+    scores = paraphrase_scores(rows)
+    assert scores["paraphrase_consistency"] == 0.75 and scores["variants"] == 4
+    assert scores["consistency_lead"] == 0.0 and scores["consistency_source"] == 1.0

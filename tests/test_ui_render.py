@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from rag.types import Answer, Citation, Document
 from rag.serve.ui import Turn, answer_json, describe_corpus, example_questions, render_answer, render_source, render_user
 
@@ -32,10 +34,32 @@ def test_hidden_sources_drop_links():
     assert "rag-sources" not in out and "href" not in out
 
 
-def test_refusal_shows_notice_and_closest_passages():
-    answer = Answer(question="q", text="no", refused=True, route="refused", closest=[cite(1, "near")])
+def test_refusal_with_close_passages_says_they_may_be_related_and_marks_the_unstated_span():
+    near = cite(1, "Meta paid <b>$5</b> to Bob.").model_copy(update={"highlight": (10, 19)})
+    answer = Answer(question="q", text="no", refused=True, route="refused", closest=[near], confidence=0.91)
     out = render_answer(Turn(id=2, question="q", answer=answer))
-    assert "rag-refusal" in out and "don’t cover" in out and 'href="#rag-close-2-1"' in out
+    assert "rag-refusal" in out and "don’t state this" in out and "may be related" in out and 'href="#rag-close-2-1"' in out
+    assert "<mark>&lt;b&gt;$5&lt;/b&gt;</mark>" in out  # the span, escaped like all corpus text
+    assert "they do not answer it" not in out
+    assert "Confidence that the articles don’t state it: high (91%)" in out
+
+
+def test_refusal_with_nothing_close_is_plain():
+    answer = Answer(question="q", text="no", refused=True, route="refused", confidence=0.97)
+    out = render_answer(Turn(id=3, question="q", answer=answer))
+    assert "don’t cover" in out and "rag-sources" not in out
+
+
+@pytest.mark.parametrize(("confidence", "level"), [(0.93, "high"), (0.7, "medium"), (0.52, "low")])
+def test_an_answer_shows_its_confidence_at_a_glance(confidence, level):
+    answer = Answer(question="q", text="x [1]", citations=[cite(1, "x")], confidence=confidence)
+    out = render_answer(Turn(id=1, question="q", answer=answer))
+    assert f"rag-conf-{level}" in out and f"{level} ({confidence:.0%})" in out
+
+
+def test_no_confidence_line_without_the_policy():
+    out = render_answer(Turn(id=1, question="q", answer=Answer(question="q", text="x [1]", citations=[cite(1, "x")])))
+    assert "rag-confidence" not in out
 
 
 def test_viewer_marks_the_exact_passage_and_escapes_the_article():

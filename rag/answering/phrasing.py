@@ -13,7 +13,7 @@ import re
 from pydantic import BaseModel
 
 from .citations import strip_markers
-from ..lexicon import EXPLAIN_QUESTION, LIST_QUESTION, TWO_ASKS
+from ..lexicon import EXPLAIN_QUESTION, LIST_QUESTION, NUMERIC_QUESTION, PERSON_QUESTION, PERSON_ROLE_QUESTION, TWO_ASKS
 from ..text import matches, normalize, numbers, proper_names, words
 
 
@@ -40,6 +40,27 @@ def answer_kind(question: str) -> str:
     if LIST_QUESTION.search(q) or TWO_ASKS.search(q):
         return "list"
     return "span"
+
+
+def wants_number(question: str) -> bool:
+    """Whether the question asks for a number.
+
+    >>> wants_number("How many researchers left?"), wants_number("Who left?")
+    (True, False)
+    """
+    return bool(NUMERIC_QUESTION.search(normalize(question)))
+
+
+def wants_person(question: str, by_role: bool = False) -> bool:
+    """Whether the question asks for a person; with `by_role`, also by role ("which executive").
+
+    >>> wants_person("Whose lab is it?"), wants_person("What lab is it?")
+    (True, False)
+    >>> wants_person("Which executive left?"), wants_person("Which executive left?", by_role=True)
+    (False, True)
+    """
+    q = normalize(question)
+    return bool(PERSON_QUESTION.search(q) or (by_role and PERSON_ROLE_QUESTION.search(q)))
 
 
 def names_someone(span: str) -> bool:

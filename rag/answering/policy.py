@@ -17,8 +17,8 @@ from pydantic import BaseModel
 
 from .citations import best_supporting, cited_numbers, drop_bad_markers, strip_markers
 from ..config import Settings
-from ..lexicon import NUMERIC_QUESTION, PERSON_QUESTION, PERSON_ROLE_QUESTION, REFUSAL_PHRASES, STOPWORDS
-from .phrasing import answer_kind, names_someone, template
+from ..lexicon import REFUSAL_PHRASES, STOPWORDS
+from .phrasing import answer_kind, names_someone, template, wants_number, wants_person
 from .phrasing import check as check_phrasing
 from .prompt import REFUSAL
 from .reader import Reading, Span
@@ -26,27 +26,6 @@ from ..text import normalize, numbers, proper_names, stem, terms, words
 from ..types import Evidence, Signals
 
 # -- question classifiers -----------------------------------------------------------------
-
-
-def wants_number(question: str) -> bool:
-    """Whether the question asks for a number.
-
-    >>> wants_number("How many researchers left?"), wants_number("Who left?")
-    (True, False)
-    """
-    return bool(NUMERIC_QUESTION.search(normalize(question)))
-
-
-def wants_person(question: str, by_role: bool = False) -> bool:
-    """Whether the question asks for a person; with `by_role`, also by role ("which executive").
-
-    >>> wants_person("Whose lab is it?"), wants_person("What lab is it?")
-    (True, False)
-    >>> wants_person("Which executive left?"), wants_person("Which executive left?", by_role=True)
-    (False, True)
-    """
-    q = normalize(question)
-    return bool(PERSON_QUESTION.search(q) or (by_role and PERSON_ROLE_QUESTION.search(q)))
 
 
 def is_refusal(text: str) -> bool:

@@ -37,6 +37,7 @@ class Span(BaseModel):
     end: int
     text: str
     score: float = Field(description="start + end logit of the span")
+    null: float = Field(0.0, description="start + end logit of [CLS] in the span's window: that window's 'not here' score")
 
 
 class Reading(BaseModel):
@@ -194,7 +195,7 @@ class Reader:
             null = min(null, pick.null)
             p = owner[w]
             if p not in best or pick.score > best[p].score:
-                best[p] = Span(passage=p, start=pick.start, end=pick.end, text=passages[p][pick.start : pick.end], score=pick.score)
+                best[p] = Span(passage=p, start=pick.start, end=pick.end, text=passages[p][pick.start : pick.end], score=pick.score, null=pick.null)
         spans = sorted(best.values(), key=lambda s: -s.score)
         margin = null - spans[0].score if spans else float("inf")
         return Reading(spans=spans, no_answer=float(margin))

@@ -34,10 +34,36 @@ class GoldenItem(BaseModel):
     doc_ids: list[str] = []
     evidence: list[str] = []
     subtype: str | None = None
+    variant_of: str | None = None  # a reworded copy of this item's id (rag eval --paraphrase)
 
     @property
     def answerable(self) -> bool:
         return bool(self.answers)
+
+
+VARIANTS = {
+    "source": lambda q: f"{q.rstrip(' ?')}, according to the articles?",
+    "report": lambda q: f"{q.rstrip(' ?')} in the report?",
+    "lower": lambda q: q.lower().rstrip(" ?"),
+    "lead": lambda q: f"Quick question: {q[:1].lower() + q[1:]}",
+}
+"""How `--paraphrase` rewords every answerable question: a source clause, lower case without "?",
+a lead-in. The answer policy trains on other wordings (rag/training/train_policy.py)."""
+
+
+def with_variants(items: list[GoldenItem]) -> list[GoldenItem]:
+    """The items, then a reworded copy of each answerable one per VARIANTS entry.
+
+    >>> [i.question for i in with_variants([GoldenItem(id="a", type="fact", question="Who won?", answers=[["X"]])])][1:3]
+    ['Who won, according to the articles?', 'Who won in the report?']
+    """
+    extra = [
+        item.model_copy(update={"id": f"{item.id}~{kind}", "question": make(item.question), "variant_of": item.id, "subtype": f"variant:{kind}"})
+        for item in items
+        if item.answerable
+        for kind, make in VARIANTS.items()
+    ]
+    return items + extra
 
 
 def load_golden(path: Path) -> list[GoldenItem]:
@@ -89,6 +115,10 @@ class Row(BaseModel):
     concise: bool | None = None  # answerable: right and at most CONCISE_WORDS words
     span_em: float = 0.0  # SQuAD v2 official exact match of the prediction (span, else the text; "" if refused)
     span_f1: float = 0.0
+    confidence: float | None = None  # Answer.confidence
+    p_right: float | None = None  # the policy's P(the answer it would state is right)
+    would_be_right: bool | None = None  # that answer (stated, or held back by a refusal) is right
+    variant_of: str | None = None
 
 
 CONCISE_WORDS = 30
@@ -127,6 +157,9 @@ def score_row(item: GoldenItem, answer: Any, ranked_docs: list[str], seconds: fl
         seconds=round(seconds, 4),
     )
     row.span = answer.span
+    row.variant_of = item.variant_of
+    row.confidence = answer.confidence
+    row.p_right = answer.signals.p_right if answer.signals else None
     row.words = len(strip_markers(answer.text).split())
     prediction = "" if answer.refused else (answer.span or strip_markers(answer.text))
     golds = [alt for group in item.answers for alt in group]
@@ -141,7 +174,72 @@ def score_row(item: GoldenItem, answer: Any, ranked_docs: list[str], seconds: fl
             row.grounded = policy.grounding(answer.text, [c.text for c in cited], item.question).ok if cited else False
     else:
         row.correct = answer.refused
+    if not item.answerable:
+        row.would_be_right = False
+    elif not answer.refused:
+        row.would_be_right = row.correct
+    else:  # what the reader would have said: the span a refusal shows highlighted
+        held = next(((c.text[c.highlight[0] : c.highlight[1]]) for c in answer.closest if c.highlight), "")
+        row.would_be_right = bool(held) and answer_correct(held, item.answers)
     return row
+
+
+def expected_calibration_error(pairs: list[tuple[float, bool]], bins: int = 10) -> float:
+    """|mean confidence - share right| in equal-width bins, weighted by the bins' sizes.
+
+    >>> expected_calibration_error([(0.9, True), (0.9, True), (0.1, False), (0.1, False)])
+    0.1
+    """
+    total = 0.0
+    for b in range(bins):
+        inside = [(p, y) for p, y in pairs if b / bins <= p < (b + 1) / bins or (b == bins - 1 and p == 1.0)]
+        if inside:
+            total += len(inside) / len(pairs) * abs(sum(p for p, _ in inside) / len(inside) - sum(y for _, y in inside) / len(inside))
+    return round(total, 4)
+
+
+def risk_coverage(pairs: list[tuple[float, bool]]) -> list[tuple[float, float]]:
+    """(coverage, risk) answering the most confident first: risk = share wrong among those answered.
+
+    >>> risk_coverage([(0.9, True), (0.2, False)])
+    [(0.5, 0.0), (1.0, 0.5)]
+    """
+    ordered = sorted(pairs, key=lambda pair: -pair[0])
+    out, wrong = [], 0
+    for k, (_, right) in enumerate(ordered, start=1):
+        wrong += not right
+        out.append((round(k / len(ordered), 4), round(wrong / k, 4)))
+    return out
+
+
+def trust_scores(rows: list[Row]) -> dict[str, float]:
+    """Stated-wrong rate, and, where the policy gave a probability, its calibration and curve."""
+    ok = [r for r in rows if r.error is None]
+    out = {"stated_wrong_rate": round(sum(not r.refused and not r.correct for r in ok) / len(ok), 4) if ok else 0.0}
+    pairs = [(r.p_right, bool(r.would_be_right)) for r in ok if r.p_right is not None]
+    if not pairs:
+        return out
+    curve = risk_coverage(pairs)
+    out["ece"] = expected_calibration_error(pairs)
+    out["aurc"] = round(sum(risk for _, risk in curve) / len(curve), 4)
+    out["coverage_at_5pct_risk"] = max((c for c, risk in curve if risk <= 0.05), default=0.0)
+    out["coverage"] = round(sum(not r.refused for r in ok) / len(ok), 4)
+    return out
+
+
+def paraphrase_scores(rows: list[Row]) -> dict[str, float]:
+    """Of the reworded questions whose original is answered right, the share answered right too."""
+    by_id = {r.id: r for r in rows}
+    pairs = [(by_id[r.variant_of], r) for r in rows if r.variant_of and r.variant_of in by_id]
+    if not pairs:
+        return {}
+    held = [v for original, v in pairs if original.correct]
+    out = {"paraphrase_consistency": round(sum(v.correct for v in held) / len(held), 4) if held else 0.0, "variants": float(len(pairs))}
+    for kind in VARIANTS:
+        mine = [v for original, v in pairs if original.correct and v.subtype == f"variant:{kind}"]
+        if mine:
+            out[f"consistency_{kind}"] = round(sum(v.correct for v in mine) / len(mine), 4)
+    return out
 
 
 def summarize(rows: list[Row]) -> dict[str, float]:
@@ -239,10 +337,12 @@ def evaluate(items: list[GoldenItem], pipeline: Any, progress: bool = True) -> R
             row.correct = False
             row.error = f"{err.__class__.__name__}: {err}"
             rows.append(row)
-    by_type = {t: summarize([r for r in rows if r.type == t]) for t in sorted({r.type for r in rows})}
-    curves = threshold_curve(rows, "dense") + threshold_curve(rows, "coverage") + threshold_curve(rows, "no_answer", 41, refuse_above=True)
+    canonical = [r for r in rows if r.variant_of is None]
+    by_type = {t: summarize([r for r in canonical if r.type == t]) for t in sorted({r.type for r in canonical})}
+    curves = threshold_curve(canonical, "dense") + threshold_curve(canonical, "coverage") + threshold_curve(canonical, "no_answer", 41, refuse_above=True)
     settings = pipeline.settings.model_dump(mode="json", exclude={"root", "corpus_dir", "index_dir", "cache_dir"})
-    return Report(scores=summarize(rows), by_type=by_type, threshold_curve=curves, settings=settings, rows=rows)
+    scores = {**summarize(canonical), **trust_scores(canonical), **paraphrase_scores(rows)}
+    return Report(scores=scores, by_type=by_type, threshold_curve=curves, settings=settings, rows=rows)
 
 
 # -- report files ------------------------------------------------------------------------
@@ -262,7 +362,7 @@ def write_report(report: Report, folder: Path) -> Path:
     values = [
         report.by_type[t]["refusal_accuracy"] if t == "unanswerable" else report.by_type[t]["answer_accuracy"] for t in types
     ]
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    fig, (ax1, ax2, ax3) = plt.subplots(1, 3, figsize=(16, 4))
     bars = ax1.bar(types, values, color=["#8c8c8c" if t == "unanswerable" else "#3b75af" for t in types])
     ax1.bar_label(bars, labels=[f"{v:.0%}" for v in values])
     ax1.set_ylim(0, 1.1)
@@ -276,6 +376,24 @@ def write_report(report: Report, folder: Path) -> Path:
     ax2.set_ylabel("refusal accuracy (unanswerable refused)")
     ax2.set_title("Refusal threshold curve, one signal at a time")
     ax2.legend()
+    canonical = [r for r in report.rows if r.variant_of is None and r.error is None]
+    pairs = [(r.p_right, bool(r.would_be_right)) for r in canonical if r.p_right is not None]
+    if pairs:
+        curve = risk_coverage(pairs)
+        ax3.plot([c for c, _ in curve], [risk for _, risk in curve], "-", label=f"answer policy (AURC {report.scores.get('aurc', 0):.3f})")
+        answered = [r for r in canonical if not r.refused]
+        if answered:
+            point = (len(answered) / len(canonical), sum(not r.correct for r in answered) / len(answered))
+            ax3.plot(*point, "o", color="#c0392b", label=f"default settings: {point[0]:.0%} answered, {point[1]:.0%} of them wrong")
+        ax3.axhline(0.05, ls=":", color="#888")
+        ax3.set_xlabel("coverage (share of questions answered)")
+        ax3.set_ylabel("risk (share of answers that are wrong)")
+        ax3.set_xlim(0, 1)
+        ax3.set_ylim(0, max(0.1, max(risk for _, risk in curve) * 1.1))
+        ax3.set_title("Risk against coverage (most confident first)")
+        ax3.legend(fontsize=8)
+    else:
+        ax3.axis("off")
     fig.tight_layout()
     fig.savefig(folder / "scores.png", dpi=110)
     plt.close(fig)
@@ -345,6 +463,8 @@ def main(args: Any) -> int:
         shared = {"embedder": pipeline.embedder, "reader": pipeline.reader if pipeline.settings.use_reader else None}
         if pipeline.settings.use_llm:
             shared["generator"] = pipeline.generator
+        if getattr(args, "paraphrase", False):
+            items = with_variants(items)
         report = evaluate(items, pipeline)
         folder = Path(args.report) if len(files) == 1 else Path(args.report) / golden.stem
         path = write_report(report, folder)

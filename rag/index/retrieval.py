@@ -112,6 +112,10 @@ class Retriever:
         present = set().union(*(self._terms_of(e.sentence.sentence_id) for e in evidence)) if evidence else set()
         return _share(self._term_weights(question), present)
 
+    def term_weights(self, question: str) -> dict[str, float]:
+        """The question's key terms with their IDF over the sentences (what the answer policy weighs)."""
+        return self._term_weights(question)
+
     def _term_weights(self, question: str) -> dict[str, float]:
         """The question's key terms, each weighted by its IDF over the sentences (unknown terms
         weigh the most: they are what a passage would have to add)."""

@@ -130,6 +130,7 @@ def citation_json(c: Citation) -> dict[str, Any]:
         "start": c.start,
         "end": c.end,
         "page": c.page,  # 1-based, for paged formats; None for plain text
+        **({"highlight": list(c.highlight)} if c.highlight else {}),  # a refusal's related passage: the span it would not state
     }
 
 
@@ -138,6 +139,7 @@ def rag_json(a: Answer) -> dict[str, Any]:
     return {
         "route": a.route,
         "refused": a.refused,
+        "confidence": a.confidence,
         "reason": a.reason,
         "searched": a.searched,
         "closest": [citation_json(c) for c in a.closest],

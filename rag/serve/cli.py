@@ -147,12 +147,18 @@ def _cmd_ask(args: argparse.Namespace) -> int:
     else:  # piped: the checked answer only, once
         answer = pipeline.answer(question)
     print(answer.text)
+    if answer.confidence is not None:
+        from ..answering.confidence import confidence_label
+
+        what = "that the articles don't state it" if answer.refused else "that this answer is right"
+        print(f"Confidence {what}: {confidence_label(answer.confidence)[1]}")
     shown = answer.citations or answer.closest
     if shown:
-        print("\nSources:" if answer.citations else "\nClosest passages:")
+        print("\nSources:" if answer.citations else "\nMay be related (the reader's best guess in *stars*, not stated as the answer):")
         for c in shown:
             where = f"page {c.page}, " if c.page is not None else ""
-            print(f"  [{c.n}] {c.title} ({c.doc_id}, {where}chars {c.start}-{c.end})\n      \"{c.text}\"")
+            text = c.text if not c.highlight else f"{c.text[: c.highlight[0]]}*{c.text[c.highlight[0] : c.highlight[1]]}*{c.text[c.highlight[1] :]}"
+            print(f"  [{c.n}] {c.title} ({c.doc_id}, {where}chars {c.start}-{c.end})\n      \"{text}\"")
     print(f"\n({answer.route}: {answer.reason}; {answer.timings.get('total', 0):.2f} s)")  # why, e.g. which LLM server failed
     return 0
 
@@ -210,6 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file", nargs="+", help="golden set(s), e.g. tests/golden/golden.jsonl tests/golden/squad/squad.jsonl (a set with a corpus/ folder beside it is answered from that corpus)")
     p.add_argument("--report", default="reports/eval", help="folder for report.json, report.md and the chart")
     p.add_argument("--limit", type=int, default=0, help="only the first N items")
+    p.add_argument("--paraphrase", action="store_true", help="also ask every answerable question reworded (a source clause, lower case, a lead-in) and report consistency")
     p.set_defaults(func=_cmd_eval)
 
     p = sub.add_parser("bench", help="time cold start, retrieval, first token and answers")

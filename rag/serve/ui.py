@@ -20,6 +20,7 @@ from ..ingest import supported_suffixes
 from ..pipeline import LLM_FAILED, Pipeline
 from ..lexicon import STOPWORDS
 from ..text import words
+from ..answering.confidence import confidence_label
 from ..types import Answer, Citation, Document
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,9 @@ CSS = """
 .rag-quote { color: var(--body-text-color-subdued); }
 .rag-searched { font-size: .78em; color: var(--body-text-color-subdued); margin-top: .5em; }
 .rag-notice { font-weight: 600; }
+.rag-confidence { font-size: .85em; margin-top: .3em; }
+.rag-conf-high { color: #2e7d32; } .rag-conf-medium { color: #b26a00; } .rag-conf-low { color: #c62828; }
+.rag-quote mark { background: #fff3b0; }
 .rag-refusal { border-left: 4px solid #d97706; padding-left: .7em; }
 .rag-closest-h { font-size: .85em; margin-top: .5em; color: var(--body-text-color-subdued); }
 .rag-waiting { color: var(--body-text-color-subdued); font-style: italic; }
@@ -163,15 +167,35 @@ def _link(kind: str, turn: int, n: int, inner: str, cls: str = "") -> str:
     return f'<a href="#rag-{kind}-{turn}-{n}" class="{cls}">{inner}</a>'
 
 
+def _quote(c: Citation) -> str:
+    """The passage, shortened, escaped; a refusal's related passage shows the reader's span in <mark>."""
+    if c.highlight:
+        a, b = c.highlight
+        before, span, after = c.text[:a], c.text[a:b], c.text[b:]
+        room = max(40, QUOTE_CHARS - len(span))
+        before = before if len(before) <= room // 2 else "…" + before[-(room // 2):].split(" ", 1)[-1]
+        after = _shorten(after, max(10, room - len(before)))
+        return f"{_esc(before)}<mark>{_esc(span)}</mark>{_esc(after)}"
+    return _esc(_shorten(c.text, QUOTE_CHARS))
+
+
 def _source_list(kind: str, turn: int, citations: Sequence[Citation]) -> str:
     items = "".join(
         "<li>"
         + _link(kind, turn, c.n, f"<b>[{c.n}]</b> {_esc(_shorten(c.title, 90))}<br>"
-                f"<span class=\"rag-quote\">“{_esc(_shorten(c.text, QUOTE_CHARS))}”</span>")
+                f"<span class=\"rag-quote\">“{_quote(c)}”</span>")
         + "</li>"
         for c in citations
     )
     return f'<ul class="rag-sources">{items}</ul>'
+
+
+def _confidence(a: Answer) -> str:
+    level, words = confidence_label(a.confidence)
+    if not level:
+        return ""
+    what = "that the articles don’t state it" if a.refused else "that this answer is right"
+    return f'<div class="rag-confidence rag-conf-{level}" title="calibrated on articles it never saw: of the answers given {a.confidence:.0%}, about {a.confidence:.0%} are right">Confidence {what}: {words}</div>'
 
 
 def render_answer(turn: Turn, show_sources: bool = True) -> str:
@@ -179,12 +203,15 @@ def render_answer(turn: Turn, show_sources: bool = True) -> str:
     a = turn.answer
     searched = f'<div class="rag-searched">Searched: {_esc(a.searched)}</div>' if a.searched else ""
     if a.refused:
+        if not a.closest:  # nothing close: a plain refusal
+            return ('<div class="rag-refusal"><div class="rag-notice">The articles don’t cover this question.</div>'
+                    f"{_confidence(a)}{searched}</div>")
         closest = ""
-        if a.closest and show_sources:
-            closest = ('<div class="rag-closest-h">Closest passages (they do not answer it):</div>'
+        if show_sources:
+            closest = ('<div class="rag-closest-h">These passages may be related (the highlighted words are the best guess, not stated as the answer):</div>'
                        + _source_list("close", turn.id, a.closest))
-        return ('<div class="rag-refusal"><div class="rag-notice">The articles don’t cover this question.</div>'
-                f"{closest}{searched}</div>")
+        return ('<div class="rag-refusal"><div class="rag-notice">The articles don’t state this.</div>'
+                f"{_confidence(a)}{closest}{searched}</div>")
     numbers = {c.n for c in a.citations}
 
     def marker(m: re.Match[str]) -> str:
@@ -193,7 +220,7 @@ def render_answer(turn: Turn, show_sources: bool = True) -> str:
 
     body = re.sub(r"\[(\d+)\]", marker, _esc(a.text))
     sources = _source_list("cite", turn.id, a.citations) if a.citations and show_sources else ""
-    return f'<div class="rag-answer">{body}{sources}{searched}</div>'
+    return f'<div class="rag-answer">{body}{_confidence(a)}{sources}{searched}</div>'
 
 
 def render_streaming(text: str) -> str:
