@@ -491,6 +491,7 @@ class Pipeline:
         """A refusal's 'may be related' passages: the sentence holding the reader's best span
         (the span highlighted), then the best evidence, two at most."""
         related: list[Citation] = []
+        limit = min(2, max(1, len(draft.evidence)))  # never more passages than the retrieval settings allow
         span = draft.held_back
         for e in draft.held_back_evidence[:1]:
             c = self._cite(1, e, index)
@@ -500,7 +501,7 @@ class Pipeline:
                     c.highlight = (at, at + len(span.text))
             related.append(c)
         for e in draft.evidence:
-            if len(related) >= 2:
+            if len(related) >= limit:
                 break
             if all((e.sentence.doc_id, e.sentence.start) != (r.doc_id, r.start) for r in related):
                 related.append(self._cite(len(related) + 1, e, index))
