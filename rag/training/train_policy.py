@@ -33,6 +33,7 @@ import time
 from pathlib import Path
 
 from rag.answering.confidence import FEATURES, Calibrator
+from rag.eval.golden import expected_calibration_error, risk_coverage
 from rag.training.data import ArticleTerms, Example, load_squad, rule_negative
 
 READER_RECORD = Path(__file__).resolve().parents[1] / "models" / "reader" / "record.json"
@@ -171,37 +172,6 @@ def collect(corpus: dict[str, str], questions: list[dict], work: Path) -> list[d
     return [done[q["id"]] for q in questions if q["id"] in done]
 
 
-def ece(p: list[float], y: list[int], bins: int = 10) -> float:
-    """Expected calibration error: |mean p - share right| per equal-width bin, weighted by size.
-
-    >>> ece([0.9, 0.9, 0.1, 0.1], [1, 1, 0, 0])
-    0.1
-    """
-    total, n = 0.0, len(p)
-    for b in range(bins):
-        lo, hi = b / bins, (b + 1) / bins
-        idx = [i for i, v in enumerate(p) if lo <= v < hi or (b == bins - 1 and v == 1.0)]
-        if idx:
-            total += len(idx) / n * abs(sum(p[i] for i in idx) / len(idx) - sum(y[i] for i in idx) / len(idx))
-    return round(total, 4)
-
-
-def risk_coverage(p: list[float], y: list[int]) -> list[tuple[float, float, float]]:
-    """(threshold, coverage, risk) answering every question with p >= threshold, most confident first."""
-    order = sorted(range(len(p)), key=lambda i: -p[i])
-    out, wrong = [], 0
-    for k, i in enumerate(order, start=1):
-        wrong += 1 - y[i]
-        out.append((p[i], k / len(p), wrong / k))
-    return out
-
-
-def aurc(p: list[float], y: list[int]) -> float:
-    """Area under the risk-coverage curve (lower is better)."""
-    curve = risk_coverage(p, y)
-    return round(sum(r for _, _, r in curve) / len(curve), 4) if curve else 0.0
-
-
 def fit(rows: list[dict], seed: int) -> tuple[Calibrator, dict]:
     import numpy as np
     from sklearn.linear_model import LogisticRegression
@@ -227,7 +197,8 @@ def fit(rows: list[dict], seed: int) -> tuple[Calibrator, dict]:
     )
     ph = [calibrator.probability(dict(zip(names, row))) for row in xh.tolist()]
     yl = yh.tolist()
-    curve = risk_coverage(ph, yl)
+    pairs = list(zip(ph, map(bool, yl)))
+    curve = risk_coverage(pairs)  # (coverage, risk), most confident first: the curve rag eval reports
     table = []
     for t in (0.3, 0.4, 0.5, 0.6, 0.7, 0.8):
         answered = [(pi, yi) for pi, yi in zip(ph, yl) if pi >= t]
@@ -252,9 +223,9 @@ def fit(rows: list[dict], seed: int) -> tuple[Calibrator, dict]:
         "train_rows": len(train), "held_out_rows": len(held), "held_out_right": round(float(yh.mean()), 4),
         "held_out_auc": round(float(roc_auc_score(yh, ph)), 4), "held_out_auc_trees": tree_auc,
         "held_out_auc_single_signal": baseline,
-        "held_out_ece": ece(ph, yl), "held_out_aurc": aurc(ph, yl),
-        "coverage_at_5pct_risk": round(max((c for _, c, r in curve if r <= 0.05), default=0.0), 4),
-        "coverage_at_10pct_risk": round(max((c for _, c, r in curve if r <= 0.10), default=0.0), 4),
+        "held_out_ece": expected_calibration_error(pairs), "held_out_aurc": round(sum(r for _, r in curve) / len(curve), 4),
+        "coverage_at_5pct_risk": max((c for c, r in curve if r <= 0.05), default=0.0),
+        "coverage_at_10pct_risk": max((c for c, r in curve if r <= 0.10), default=0.0),
         "operating_points": table,
         "coef": dict(zip(names, calibrator.coef)),
     }
