@@ -215,17 +215,40 @@ def server_process(cmd: list[str], probe: str, log_path: Path, timeout_s: float,
             proc.wait()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def milvus_server(tmp_path_factory) -> Iterator[str]:
     """A Milvus server in its own process on loopback: milvus-lite's gRPC server
     (`python -m milvus_lite server`), which speaks the protocol of a Milvus server or cluster, so
-    MilvusStore reaches it by an http URI exactly as it would reach one."""
+    MilvusStore reaches it by an http URI exactly as it would reach one.
+
+    One per test module, not per session: a CI run once found the session's server, started
+    for the store contract, unreachable a quarter of an hour later in test_updates, with no log
+    to say why. Now each module gets a fresh server, is handed it only once it answers a real
+    request, and reports the log if it died while in use."""
     pytest.importorskip("milvus_lite")
+    import time
+
+    from pymilvus import MilvusClient
+
     folder = tmp_path_factory.mktemp("milvus-server")
-    port = free_port()
+    port, log = free_port(), folder / "server.log"
+    uri = f"http://127.0.0.1:{port}"
     cmd = [sys.executable, "-m", "milvus_lite", "server", "--data-dir", str(folder / "data"), "--host", "127.0.0.1", "--port", str(port)]
-    with server_process(cmd, f"tcp://127.0.0.1:{port}", folder / "server.log", 60, "milvus server", pytest.fail):
-        yield f"http://127.0.0.1:{port}"
+    with server_process(cmd, f"tcp://127.0.0.1:{port}", log, 60, "milvus server", pytest.fail) as pid:
+        deadline = time.monotonic() + 60
+        while True:  # the port opens before the service answers
+            try:
+                client = MilvusClient(uri=uri, timeout=10)
+                client.list_collections()
+                client.close()
+                break
+            except Exception as e:  # noqa: BLE001 - any failure to answer is "not up yet"
+                if time.monotonic() > deadline:
+                    pytest.fail(f"milvus server does not answer at {uri}: {e}\n{log.read_text()[-3000:]}")
+                time.sleep(0.5)
+        yield uri
+        if Path(f"/proc/{pid}/stat").read_text().split(") ")[-1][:1] in "ZX":
+            pytest.fail(f"milvus server died during the module:\n{log.read_text()[-3000:]}")
 
 
 @pytest.fixture(scope="session")
