@@ -126,11 +126,16 @@ def matches(answer: str, alternative: str) -> bool:
     True
     >>> matches("It was 640 people.", "64")
     False
+    >>> matches("Philippines. [1]", "The Philippines")  # articles do not count (SQuAD's normalisation)
+    True
     """
     alt_q = quantities(alternative)
     if alt_q and re.search(r"\d", alternative):
         return alt_q <= quantities(answer)
-    return _contains(_canon(answer), _canon(alternative))
+    return _contains(_ARTICLES.sub(" ", _canon(answer)), _ARTICLES.sub(" ", _canon(alternative)).strip())
+
+
+_ARTICLES = re.compile(r"\b(?:a|an|the)\b\s*")
 
 
 def _contains(haystack: str, needle: str) -> bool:
