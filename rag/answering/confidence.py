@@ -52,7 +52,16 @@ FEATURES = (
     "dense",  # best cosine of the question and an evidence sentence
     "coverage",  # IDF-weighted share of the question's terms in the chosen evidence
     "question_words",  # log(1 + words in the question)
+    # v2: evidence next to the span, list ambiguity, and terms the corpus has never seen
+    "alt_gap",  # the span's lead over the best other span of its window (another list item, another name)
+    "cov_near",  # share of the question's known terms within NEAR words of the span (a list item's own label)
+    "cov_sentence_known",  # cov_sentence over the terms the corpus knows (a clause's words leave it unchanged)
+    "rare_known_missing",  # the question's rarest known term is not in the span's sentence
+    "unknown_share",  # IDF-weighted share of the question's terms found nowhere in the corpus
 )
+
+NEAR = 8
+"""Words either side of a span that count as next to it (a list item and its label sit within a few words)."""
 
 
 def confidence_label(confidence: float | None) -> tuple[str, str]:
@@ -108,6 +117,7 @@ def features(
     dense: float,
     coverage: float,
     title: str = "",
+    unknown: set[str] | frozenset[str] = frozenset(),
 ) -> dict[str, float]:
     """The policy's inputs for one question, as named floats (see FEATURES).
 
@@ -120,6 +130,7 @@ def features(
         weights: the question's key terms with their IDF (unknown terms weigh the most).
         dense, coverage: the retrieval signals of the chosen evidence.
         title: the title of the document holding the span.
+        unknown: the question's terms that occur nowhere in the corpus.
     """
     kind = answer_kind(question)
     q_numbers = numbers(question)
@@ -137,8 +148,11 @@ def features(
     read_stems = set().union(*(_stems(p) for p in passages)) if passages else set()
     f["cov_read"] = _share(weights, read_stems)
     f["numbers_missing_read"] = len(q_numbers - set().union(*(numbers(p) for p in passages))) / len(q_numbers) if q_numbers and passages else 0.0
+    known = {t: w for t, w in weights.items() if t not in unknown}
+    f["unknown_share"] = 1.0 - sum(known.values()) / sum(weights.values()) if weights else 0.0
     if span is None or best is None:  # nothing to state: the worst case of every span feature
         f.update(local_margin=20.0, span_score=-20.0, gap=-20.0, span_rank=len(passages), type_mismatch=1.0, rare_missing=1.0)
+        f.update(alt_gap=-20.0, rare_known_missing=1.0)
         f["numbers_missing"] = 1.0 if q_numbers else 0.0
         f["near_gap"] = f["cov_read"]
         return f
@@ -159,6 +173,14 @@ def features(
     f["near_gap"] = f["cov_read"] - f["cov_sentence"]
     rare = max(weights, key=weights.get) if weights else None
     f["rare_missing"] = float(rare is not None and rare not in sentence_stems)
+    f["alt_gap"] = _clip(span.score - span.runner_up)
+    f["cov_sentence_known"] = _share(known, sentence_stems)
+    rare_known = max(known, key=known.get) if known else None
+    f["rare_known_missing"] = float(rare_known is not None and rare_known not in sentence_stems)
+    if span.passage < len(passages):
+        text = passages[span.passage]
+        near = words(text[: span.start])[-NEAR:] + words(text[span.end :])[:NEAR]
+        f["cov_near"] = _share(known, {stem(w) for w in near})
     f["numbers_missing"] = len(q_numbers - numbers(sentence)) / len(q_numbers) if q_numbers else 0.0
     has_number = bool(numbers(span.text) - q_numbers)
     mismatch = (f["wants_number"] and not has_number) or (f["wants_person"] and not names_someone(span.text))

@@ -38,6 +38,7 @@ class Span(BaseModel):
     text: str
     score: float = Field(description="start + end logit of the span")
     null: float = Field(0.0, description="start + end logit of [CLS] in the span's window: that window's 'not here' score")
+    runner_up: float = Field(-1e9, description="score of the window's best span sharing no token with this one (-1e9: none)")
 
 
 class Reading(BaseModel):
@@ -195,7 +196,8 @@ class Reader:
             null = min(null, pick.null)
             p = owner[w]
             if p not in best or pick.score > best[p].score:
-                best[p] = Span(passage=p, start=pick.start, end=pick.end, text=passages[p][pick.start : pick.end], score=pick.score, null=pick.null)
+                best[p] = Span(passage=p, start=pick.start, end=pick.end, text=passages[p][pick.start : pick.end], score=pick.score, null=pick.null,
+                                runner_up=max(pick.runner_up, -1e9))
         spans = sorted(best.values(), key=lambda s: -s.score)
         margin = null - spans[0].score if spans else float("inf")
         return Reading(spans=spans, no_answer=float(margin))

@@ -21,6 +21,9 @@ class SpanPick:
     """start logit + end logit of the [CLS] token: the model's "no answer here" score"""
     start: int
     end: int
+    runner_up: float = float("-inf")
+    """score of the best span in the same window that shares no token with this one (another
+    item of a list, another name): close to `score` means the reader could not tell them apart"""
 
 
 def best_span(
@@ -42,7 +45,7 @@ def best_span(
 
     >>> s = np.array([5.0, 0.0, 3.0, 0.0]); e = np.array([5.0, 0.0, 0.0, 2.0])
     >>> best_span(s, e, [None, (0, 3), (4, 9), (10, 12)])
-    SpanPick(score=5.0, null=10.0, start=4, end=12)
+    SpanPick(score=5.0, null=10.0, start=4, end=12, runner_up=0.0)
     """
     valid = np.array([o is not None for o in offsets], dtype=bool)
     n = len(offsets)
@@ -57,9 +60,12 @@ def best_span(
     a, b = divmod(flat, n)
     if not np.isfinite(scores[a, b]):
         return None
+    best = float(scores[a, b])
+    scores[: b + 1, a:] = -np.inf  # every span sharing a token with [a, b]: starts <= b and ends >= a
     return SpanPick(
-        score=float(scores[a, b]),
+        score=best,
         null=float(start_logits[0] + end_logits[0]),
         start=offsets[a][0],  # type: ignore[index]
         end=offsets[b][1],  # type: ignore[index]
+        runner_up=float(scores.max()),
     )

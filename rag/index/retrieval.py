@@ -116,6 +116,11 @@ class Retriever:
         """The question's key terms with their IDF over the sentences (what the answer policy weighs)."""
         return self._term_weights(question)
 
+    def unknown_terms(self, question: str) -> set[str]:
+        """The question's key terms that occur in no live sentence of the corpus."""
+        lexicon = self.index.lexicon
+        return {t for t in set(terms(question)) if lexicon.idf(t) >= lexicon.default_idf}
+
     def _term_weights(self, question: str) -> dict[str, float]:
         """The question's key terms, each weighted by its IDF over the sentences (unknown terms
         weigh the most: they are what a passage would have to add)."""
