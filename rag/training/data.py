@@ -184,6 +184,48 @@ def rule_negative(ex: Example, article: ArticleTerms, rng: random.Random) -> tup
     return None
 
 
+# Training-time rewordings. `rag eval --paraphrase` asks others (rag/eval/golden.py VARIANTS), so
+# the consistency it reports is on wordings neither the reader nor the policy trained on.
+CLAUSES = ("as described in the text", "based on the documents", "per the source", "in the material provided")
+LEADS = ("I was wondering:", "Can you tell me:", "One thing I need to know:")
+
+
+def reworded(question: str, rng: random.Random, title: str = "the subject") -> tuple[str, str]:
+    """One training rewording of `question` and its kind; "title" names the source document.
+
+    >>> reworded("Who won?", random.Random(0))[1] in {"clause", "lead", "lower", "title"}
+    True
+    """
+    kind = rng.choice(["clause", "lead", "lower", "title"])
+    q = question.strip()
+    if kind == "title":
+        return f"{q.rstrip('?').rstrip()}, according to the piece on {title}?", kind
+    if kind == "clause":
+        return f"{q.rstrip('?').rstrip()}, {rng.choice(CLAUSES)}?", kind
+    if kind == "lead":
+        return f"{rng.choice(LEADS)} {q[0].lower() + q[1:]}", kind
+    return q.lower().rstrip("?").rstrip(), kind
+
+
+def with_rewordings(examples: list[Example], rate: float, seed: int) -> tuple[list[Example], int]:
+    """`examples` plus, for a `rate` share of them, a copy asked another way (a source clause, a
+    lead-in, lower case: `reworded`) with the same label, answerable or not. The reader then learns
+    that where a question says its facts come from is no evidence for or against an answer.
+
+    >>> ex = Example("1", "T", "Who won?", "X won.", ["X"], [0], "answer")
+    >>> out, n = with_rewordings([ex], 1.0, 0)
+    >>> n, out[1].qid, out[1].answers
+    (1, '1-reworded', ['X'])
+    """
+    rng = random.Random(seed)
+    extra = []
+    for ex in examples:
+        if rng.random() < rate:
+            q, _ = reworded(ex.question, rng, ex.title.replace("_", " "))
+            extra.append(Example(ex.qid + "-reworded", ex.title, q, ex.context, ex.answers, ex.starts, ex.kind))
+    return examples + extra, len(extra)
+
+
 def with_negatives(
     articles: list[dict], para_rate: float, rule_rate: float, seed: int
 ) -> tuple[list[Example], dict[str, int]]:

@@ -8,6 +8,13 @@ a checkpoint is written every --save-every steps and a rerun with the same --out
 from it. Seeded. Runs on CPU (the documented path, ~12 windows/s at 96 tokens) or on a GPU
 when one is present (--device auto). Writes a JSON record of data, steps, time and scores.
 
+The shipped reader is that run (H200, 256 s) plus a CPU fine-tune on questions also asked with a
+source clause, a lead-in or in lower case, so that where a question says its facts come from does
+not move the no-answer score (issue 19; ~17 minutes on 2 cores; benchmarks/reader.md):
+
+    python -m rag.training.train_reader --data ../shared/data --base rag/models/reader --out runs/reader-reworded \
+        --max-questions 1800 --epochs 1 --batch 32 --lr 3e-5 --reword-rate 0.5 --save-every 40 --val-limit 3000 --ood-limit 1000
+
 Needs only torch, transformers, numpy and tqdm, so it also runs on a bare GPU machine.
 """
 
@@ -26,7 +33,7 @@ import numpy as np
 
 from rag.answering.spans import best_span
 from rag.eval.squad import best_scores
-from rag.training.data import Example, examples_of, load_squad, split_titles, with_negatives
+from rag.training.data import Example, examples_of, load_squad, split_titles, with_negatives, with_rewordings
 
 SQUAD11 = "qa/squad1.1-train/squad1.1-train.json.gz"
 SQUAD2 = "squad2/train-v2.0.first10articles.json.gz"
@@ -58,6 +65,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--ood-limit", type=int, default=2000, help="SQuADShifts new_wiki questions scored")
     p.add_argument("--val-limit", type=int, default=0, help="score only this many validation examples (0 = all; smoke tests)")
     p.add_argument("--threads", type=int, default=0, help="CPU threads (0 = torch default)")
+    p.add_argument("--reword-rate", type=float, default=0.0, help="share of training examples also asked reworded (a source clause, a lead-in, lower case), same label")
+    p.add_argument("--reworded-limit", type=int, default=1500, help="validation examples also scored reworded (paraphrase robustness; 0 = none)")
     return p.parse_args(argv)
 
 
@@ -263,6 +272,8 @@ def main(argv: list[str] | None = None) -> dict:
             n += sum(len(p["qas"]) for p in a["paragraphs"])
         train_articles = kept
     train, train_counts = with_negatives(train_articles, args.para_rate, args.rule_rate, args.seed)
+    if args.reword_rate:
+        train, train_counts["reworded"] = with_rewordings(train, args.reword_rate, args.seed)
     val, val_counts = with_negatives([by_title[t] for t in val_titles], args.para_rate, args.rule_rate, args.seed + 1)
     if args.val_limit:
         random.Random(args.seed).shuffle(val)
@@ -282,10 +293,12 @@ def main(argv: list[str] | None = None) -> dict:
 
     model = AutoModelForQuestionAnswering.from_pretrained(base, dtype=torch.float32).to(device)
     steps_per_epoch = math.ceil(n_windows / args.batch)
-    total_steps = max(1, int(steps_per_epoch * args.epochs))
+    total_steps = int(steps_per_epoch * args.epochs)  # 0 epochs: score the base as it is
     warm = max(1, int(args.warmup * total_steps))
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min((s + 1) / warm, max(0.0, (total_steps - s) / max(1, total_steps - warm))))
+    if total_steps == 0:
+        args.no_save = True
     step = 0
     ckpt = args.out / "checkpoint.pt"
     if ckpt.exists():
@@ -335,6 +348,13 @@ def main(argv: list[str] | None = None) -> dict:
     calib_preds = predict(model, tokenizer, calib, args, torch, device, autocast)
     threshold = best_threshold(val + calib, val_preds + calib_preds)
     spectre_preds = predict(model, tokenizer, spectre, args, torch, device, autocast)
+    # the same validation questions asked another way (seeded): does the answer, or the
+    # no-answer decision, move when a question names its source or starts with a lead-in?
+    plain = val[: args.reworded_limit]
+    again, _ = with_rewordings(plain, 1.0, args.seed + 7)
+    again = again[len(plain) :]
+    plain_preds = val_preds[: len(plain)]
+    again_preds = predict(model, tokenizer, again, args, torch, device, autocast) if again else []
     ood_preds = predict(model, tokenizer, ood, args, torch, device, autocast)
     scores = {
         "threshold": round(threshold, 4),
@@ -342,6 +362,12 @@ def main(argv: list[str] | None = None) -> dict:
         "zelda_real": {"always_answer": score_set(calib, calib_preds, None), "at_threshold": score_set(calib, calib_preds, threshold)},
         "spectre_real_gold_paragraph": {"always_answer": score_set(spectre, spectre_preds, None), "at_threshold": score_set(spectre, spectre_preds, threshold)},
         "squadshifts_new_wiki": score_set(ood, ood_preds, None),
+        "val_reworded": {
+            "n": len(again),
+            "plain_at_threshold": score_set(plain, plain_preds, threshold) if again else {},
+            "reworded_at_threshold": score_set(again, again_preds, threshold) if again else {},
+            "answerable_margin_shift": round(float(np.mean([b["margin"] - a["margin"] for e, a, b in zip(plain, plain_preds, again_preds) if e.answerable])), 3) if again else None,
+        },
     }
     eval_s = time.time() - t0
 
@@ -362,6 +388,9 @@ def main(argv: list[str] | None = None) -> dict:
         "total_seconds": round(time.time() - started, 1), "final_loss": round(float(np.mean(losses[-200:])), 4) if losses else None,
         "scores": scores,
     }
+    base_record = Path(base) / "record.json"
+    if base_record.is_file():  # a fine-tune of a reader trained here: keep how that one was made
+        record["base_record"] = json.loads(base_record.read_text(encoding="utf-8"))
     (args.out / "record.json").write_text(json.dumps(record, indent=1))
     if not args.no_save:
         save = args.out / "model"
