@@ -3,7 +3,11 @@
     python -m benchmarks.policy_ablation [--llm] [--paraphrase] [golden.jsonl ...]
 
 Variants, each over every set in one process:
-- "gates (before)": the hand-set gate before reading and the reader's no-answer threshold (4.0),
+- "before: policy" and "before: hand-set gates" (with --before DIR): the reader and policy of an
+  earlier commit, from DIR/reader and DIR/policy (`git show <commit>:rag/models/...` written
+  there), on today's code and grader, with its policy or with the gates (main at 7420d0e): the
+  same run compares before and after;
+- "hand-set gates": the gate before reading and the reader's no-answer threshold (4.0), with today's reader,
   no learned policy (use_policy=False): the behaviour of main before issue 19;
 - "policy (default)": the learned policy alone, answer_threshold as shipped;
 - "policy + gate": the hand-set gate kept on top of the policy (does it still help?);
@@ -20,6 +24,8 @@ import json
 from pathlib import Path
 
 from benchmarks.results_file import result_path
+from rag.answering.confidence import Calibrator
+from rag.answering.reader import Reader
 from rag.config import Settings
 from rag.eval.golden import evaluate, load_golden, settings_for, with_variants
 from rag.pipeline import Pipeline
@@ -32,7 +38,7 @@ COLUMNS = [
     ("paraphrase_consistency", "paraphrase consistency"), ("latency_p50_s", "p50 s"),
 ]
 VARIANTS = {
-    "gates (before)": {"use_policy": False},
+    "hand-set gates": {"use_policy": False},
     "policy (default)": {},
     "policy + gate": {"use_gate": True},
     "policy at 0.4": {"answer_threshold": 0.4},
@@ -46,20 +52,31 @@ def main() -> None:
     p.add_argument("--llm", action="store_true", help="with the LLM's phrasing (as users run it)")
     p.add_argument("--paraphrase", action="store_true", help="also ask every answerable question reworded")
     p.add_argument("--only", nargs="*", help="variant names to run (default: all)")
+    p.add_argument("--before", type=Path, help="a folder with reader/ and policy/ of an earlier commit: adds the 'main before' variant")
     args = p.parse_args()
+    variants = dict(VARIANTS)
+    before: dict = {}
+    if args.before:
+        variants = {"before: policy": {}, "before: hand-set gates": {"use_policy": False}, **variants}
+        before = {"reader": Reader(folder=args.before / "reader", quantize=False), "calibrator": Calibrator.load(args.before / "policy")}
     shared: dict = {}
     results: dict[str, dict[str, dict]] = {}
     for path in map(Path, args.sets):
         items = load_golden(path)
         if args.paraphrase:
             items = with_variants(items)
-        for name, change in VARIANTS.items():
+        for name, change in variants.items():
             if args.only and name not in args.only:
                 continue
             settings = settings_for(path, Settings(use_llm=args.llm)).model_copy(update=change)
-            pipeline = Pipeline(settings, **shared)
-            pipeline.warm_up()
-            shared = {"embedder": pipeline.embedder, "reader": pipeline.reader, **({"generator": pipeline.generator} if args.llm else {})}
+            if name.startswith("before:"):
+                pipeline = Pipeline(settings, **{**shared, **before})
+                pipeline.warm_up()
+                shared.update({k: getattr(pipeline, k) for k in ("embedder", *(("generator",) if args.llm else ()))})
+            else:
+                pipeline = Pipeline(settings, **shared)
+                pipeline.warm_up()
+                shared.update(embedder=pipeline.embedder, reader=pipeline.reader, **({"generator": pipeline.generator} if args.llm else {}))
             report = evaluate(items, pipeline, progress=False)
             results.setdefault(path.stem, {})[name] = report.scores
             print(path.stem, name, {k: report.scores.get(k) for k, _ in COLUMNS})
