@@ -247,6 +247,22 @@ def _operating_points(p: list[float], y: list[int]) -> list[dict]:
     return table
 
 
+WRONG_COST = 1.5
+"""What a stated wrong answer costs, in refusals of a right one: more than one, since it stands
+beside a real citation and is believed, while a refusal still shows the related passages with the
+reader's best guess highlighted. For a calibrated probability the cheapest threshold is then
+WRONG_COST / (1 + WRONG_COST) = 0.6 (Settings.answer_threshold); the record checks it on held-out rows."""
+
+
+def expected_cost(p: list[float], y: list[int], cost: float = WRONG_COST) -> list[dict]:
+    """Per threshold: (wrong answers x cost + right answers refused) / rows."""
+    out = []
+    for t in [x / 100 for x in range(30, 86, 5)]:
+        total = sum((cost * (1 - yi)) if pi >= t else yi for pi, yi in zip(p, y))
+        out.append({"threshold": t, "cost": round(total / len(p), 4)})
+    return out
+
+
 def fit_calibrator(train: list[dict], calibrate: list[dict], names: list[str], seed: int, c: float = 1.0) -> Calibrator:
     """Logistic regression on standardised `names` over `train`; Platt scaling on `calibrate`."""
     import numpy as np
@@ -314,6 +330,9 @@ def fit(rows: list[dict], seed: int) -> tuple[Calibrator, dict]:
         "test": _summary(p_test, y_test), "test_by_source": by_source, "test_by_kind": by_kind,
         "operating_points_test": _operating_points(p_test, y_test),
         "operating_points_calibrate": _operating_points(probs(calibrator, calibrate), [int(r["right"]) for r in calibrate]),
+        "expected_cost_calibrate": expected_cost(probs(calibrator, calibrate), [int(r["right"]) for r in calibrate]),
+        "expected_cost_test": expected_cost(p_test, y_test),
+        "wrong_cost": WRONG_COST,
         "compare_on_test": compare,
         "coef": dict(zip(names, calibrator.coef)),
     }
