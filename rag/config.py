@@ -84,9 +84,10 @@ class Settings(BaseSettings):
         "that cost is lowest, on held-out documents too (expected_cost_* in rag/models/policy/policy.json); 0 answers everything (to collect training data)",
     )
     use_gate: bool | None = Field(
-        None,
-        description="the hand-set refusal gate before reading; None = only when the learned policy is not in use (no reader, or "
-        "use_policy off): the policy reads the gate's signals as features (benchmarks/policy.md); False = never (to collect data)",
+        True,
+        description="the hand-set refusal gate before reading, also under the learned policy: on the sets it was not tuned on it "
+        "refused no answerable question more, and it is the floor where the calibrator would extrapolate (no term of the question "
+        "in the corpus, nothing retrieved close; benchmarks/policy.md); None = only without the policy; False = never (to collect data)",
     )
     min_dense: float = Field(0.42, description="refuse below this best cosine: off-topic reaches 0.38, answerable starts at 0.50")
     min_dense_always: float = Field(0.2, description="below this cosine refuse even when every key term is covered")

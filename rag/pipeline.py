@@ -363,7 +363,7 @@ class Pipeline:
         gate_on = s.use_gate if s.use_gate is not None else not policy_on
         why = self.policy.gate(sig) if gate_on else None
         span: Span | None = None
-        if not why and s.use_reader:
+        if s.use_reader and (not why or policy_on):  # under the policy a gate refusal still gets its confidence
             t = time.perf_counter()
             read = hits[: s.reader_passages]
             passages = [h.chunk.text for h in read]
@@ -386,7 +386,7 @@ class Pipeline:
                 draft.signals.features = {k: round(v, 4) for k, v in values.items()}
                 draft.signals.p_right = round(p_right, 4)
                 draft.held_back, draft.held_back_evidence = stated, found
-                if p_right < s.answer_threshold:
+                if p_right < s.answer_threshold and not why:
                     why = f"the answer policy is not sure enough (p = {p_right:.2f} < {s.answer_threshold:g})"
             elif wants_span:
                 why = self.policy.read_gate(reading)

@@ -174,13 +174,16 @@ def features(
     rare = max(weights, key=weights.get) if weights else None
     f["rare_missing"] = float(rare is not None and rare not in sentence_stems)
     f["alt_gap"] = _clip(span.score - span.runner_up)
-    f["cov_sentence_known"] = _share(known, sentence_stems)
-    rare_known = max(known, key=known.get) if known else None
-    f["rare_known_missing"] = float(rare_known is not None and rare_known not in sentence_stems)
-    if span.passage < len(passages):
-        text = passages[span.passage]
-        near = words(text[: span.start])[-NEAR:] + words(text[span.end :])[:NEAR]
-        f["cov_near"] = _share(known, {stem(w) for w in near})
+    if weights and not known:  # nothing the question names is in the corpus: no evidence next to any span
+        f.update(cov_sentence_known=0.0, rare_known_missing=1.0, cov_near=0.0)
+    else:
+        f["cov_sentence_known"] = _share(known, sentence_stems)
+        rare_known = max(known, key=known.get) if known else None
+        f["rare_known_missing"] = float(rare_known is not None and rare_known not in sentence_stems)
+        if span.passage < len(passages):
+            text = passages[span.passage]
+            near = words(text[: span.start])[-NEAR:] + words(text[span.end :])[:NEAR]
+            f["cov_near"] = _share(known, {stem(w) for w in near})
     f["numbers_missing"] = len(q_numbers - numbers(sentence)) / len(q_numbers) if q_numbers else 0.0
     has_number = bool(numbers(span.text) - q_numbers)
     mismatch = (f["wants_number"] and not has_number) or (f["wants_person"] and not names_someone(span.text))
