@@ -37,12 +37,25 @@ def test_retrieval_puts_right_article_in_top_3(pipeline, question, doc_id):
     assert doc_id in top_docs
 
 
+def held_back(a) -> str:
+    """The best guess a refusal shows highlighted in its first 'may be related' passage ("" if none)."""
+    c = next((c for c in a.closest if c.highlight), None)
+    return c.text[c.highlight[0] : c.highlight[1]] if c else ""
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("question,fact", ANSWERS)
 def test_answer_states_fact_with_verbatim_citation(pipeline, question, fact):
+    """Stated with a verbatim citation that holds the fact; or, where the policy is not sure
+    enough, refused honestly with the right passage shown as related and the fact highlighted."""
     a = pipeline.answer(question)
-    print(f"\n{question}\n  -> {a.text}  ({a.route})")
-    assert not a.refused
+    print(f"\n{question}\n  -> {a.text}  ({a.route}, confidence {a.confidence})")
+    if a.refused:
+        assert a.reason.startswith("the answer policy is not sure enough") and a.citations == []
+        assert matches(held_back(a), fact), (held_back(a), a.closest)
+        for c in a.closest:
+            assert pipeline.index.documents[c.doc_id].text[c.start : c.end] == c.text
+        return
     assert matches(a.text, fact), a.text
     assert a.citations, "an answer must cite its passage"
     for c in a.citations:
@@ -50,6 +63,14 @@ def test_answer_states_fact_with_verbatim_citation(pipeline, question, fact):
         assert f"[{c.n}]" in a.text
     assert any(matches(c.text, fact) for c in a.citations), "the cited passage must hold the fact"
     assert set(a.timings) >= {"retrieve", "total"}
+
+
+@pytest.mark.slow
+def test_most_plain_fact_questions_are_answered(pipeline):
+    """The policy refuses where it is not sure; on these plain questions about the articles it
+    states at least five of six (the shipped policy: five; the one held back is at p 0.58)."""
+    answered = [q for q, _ in ANSWERS if not pipeline.answer(q).refused]
+    assert len(answered) >= 5, answered
 
 
 @pytest.mark.parametrize(
@@ -92,6 +113,9 @@ def test_a_chunk_only_bm25_ranks_first_still_reaches_the_evidence(pipeline):
 @pytest.mark.parametrize("question,fact", ANSWERS)
 def test_fact_answers_are_short_and_their_span_is_in_the_cited_sentence(pipeline, question, fact):
     a = pipeline.answer(question)
+    if a.refused:  # held back by the policy: its best guess is the fact, shown, not stated
+        assert matches(held_back(a), fact), a.closest
+        return
     assert a.span, f"the reader found no span: {a.reason}"
     assert matches(a.span, fact), a.span
     assert any(a.span in c.text for c in a.citations), "the cited sentence holds the span verbatim"
