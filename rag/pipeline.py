@@ -378,9 +378,10 @@ class Pipeline:
                 found = self._span_evidence(retriever, query, read, stated) if stated is not None else []
                 sentence = " ".join(e.sentence.text for e in (found if wants_span else chosen))
                 title = retriever.index.documents[read[stated.passage].chunk.doc_id].title if stated is not None else ""
+                weights = retriever.term_weights(query)
                 values = features(
-                    query, reading, stated, sentence, passages, retriever.term_weights(query), sig.dense, sig.coverage, title,
-                    unknown=retriever.unknown_terms(query),
+                    query, reading, stated, sentence, passages, weights, sig.dense, sig.coverage, title,
+                    unknown=retriever.unknown_terms(weights),
                 )
                 p_right = self.calibrator.probability(values)
                 draft.signals.features = {k: round(v, 4) for k, v in values.items()}

@@ -219,11 +219,22 @@ def trust_scores(rows: list[Row]) -> dict[str, float]:
     pairs = [(r.p_right, bool(r.would_be_right)) for r in ok if r.p_right is not None]
     if not pairs:
         return out
-    curve = risk_coverage(pairs)
-    out["ece"] = expected_calibration_error(pairs)
-    out["aurc"] = round(sum(risk for _, risk in curve) / len(curve), 4)
-    out["coverage_at_5pct_risk"] = max((c for c, risk in curve if risk <= 0.05), default=0.0)
+    out.update(selective_scores(pairs))
     out["coverage"] = round(sum(not r.refused for r in ok) / len(ok), 4)
+    return out
+
+
+def selective_scores(pairs: list[tuple[float, bool]], risks: tuple[float, ...] = (0.05,)) -> dict[str, float]:
+    """Calibration and risk-coverage of (confidence, right) pairs: ECE, the area under the curve
+    (AURC), and the largest coverage whose risk is at most each of `risks`.
+
+    >>> selective_scores([(0.9, True), (0.2, False)])
+    {'ece': 0.15, 'aurc': 0.25, 'coverage_at_5pct_risk': 0.5}
+    """
+    curve = risk_coverage(pairs)
+    out = {"ece": expected_calibration_error(pairs), "aurc": round(sum(risk for _, risk in curve) / len(curve), 4)}
+    for limit in risks:
+        out[f"coverage_at_{round(limit * 100)}pct_risk"] = max((c for c, risk in curve if risk <= limit), default=0.0)
     return out
 
 

@@ -116,10 +116,10 @@ class Retriever:
         """The question's key terms with their IDF over the sentences (what the answer policy weighs)."""
         return self._term_weights(question)
 
-    def unknown_terms(self, question: str) -> set[str]:
-        """The question's key terms that occur in no live sentence of the corpus."""
-        lexicon = self.index.lexicon
-        return {t for t in set(terms(question)) if lexicon.idf(t) >= lexicon.default_idf}
+    def unknown_terms(self, weights: dict[str, float]) -> set[str]:
+        """Of `term_weights`' terms, those in no live sentence of the corpus (they carry the
+        unknown-term IDF), without looking any term up again."""
+        return {t for t, w in weights.items() if w >= self.index.lexicon.default_idf}
 
     def _term_weights(self, question: str) -> dict[str, float]:
         """The question's key terms, each weighted by its IDF over the sentences (unknown terms

@@ -36,7 +36,7 @@ import time
 from pathlib import Path
 
 from rag.answering.confidence import FEATURES, Calibrator
-from rag.eval.golden import expected_calibration_error, risk_coverage
+from rag.eval.golden import answer_correct, selective_scores
 from rag.training.data import ArticleTerms, Example, load_squad, reworded, rule_negative
 
 READER_RECORD = Path(__file__).resolve().parents[1] / "models" / "reader" / "record.json"
@@ -94,7 +94,7 @@ def build_sets(data: Path, seed: int, per_article: int, absent_share: float, shi
             rng.shuffle(order)
             # a one-paragraph document (a post) is left out whole, a third of the time
             n_gone = round(absent_share * len(paragraphs)) if len(paragraphs) > 1 else int(rng.random() < 0.33)
-            gone = set(order[:n_gone]) if len(paragraphs) > 1 else set(order[:n_gone])
+            gone = set(order[:n_gone])
             kept_text = "\n\n".join(p["context"] for i, p in enumerate(paragraphs) if i not in gone)
             if kept_text:
                 corpus[f"{slug(title)}.txt"] = f"{title.replace('_', ' ')}\n\n{kept_text}\n"
@@ -151,13 +151,17 @@ def build_sets(data: Path, seed: int, per_article: int, absent_share: float, shi
     return corpora, questions
 
 
+def graded(row: dict) -> bool:
+    """Whether a row's answer is right, as `rag eval` grades it (refusals and unanswerables never are)."""
+    return bool(row["answers"]) and row["route"] != "refused" and answer_correct(row["text"], [row["answers"]])
+
+
 def collect(corpora: dict[str, dict[str, str]], questions: list[dict], work: Path) -> list[dict]:
     """Each question through the real pipeline over its own source's corpus; one JSON row per
     question in work/rows.jsonl (appended as it goes: a killed run resumes where it stopped)."""
     from tqdm import tqdm
 
     from rag.config import Settings
-    from rag.eval.golden import answer_correct
     from rag.pipeline import Pipeline
 
     rows_path = work / "rows.jsonl"
@@ -188,8 +192,8 @@ def collect(corpora: dict[str, dict[str, str]], questions: list[dict], work: Pat
             shared = {"embedder": pipeline.embedder, "reader": pipeline.reader}
             for q in tqdm(todo, desc=f"policy rows ({source})", unit="q"):
                 a = pipeline.answer(q["question"])
-                right = bool(q["answers"]) and not a.refused and answer_correct(a.text, [q["answers"]])
-                row = {**q, "features": a.signals.features if a.signals else {}, "right": right, "text": a.text, "route": a.route, "span": a.span}
+                row = {**q, "features": a.signals.features if a.signals else {}, "text": a.text, "route": a.route, "span": a.span}
+                row["right"] = graded(row)
                 out.write(json.dumps(row) + "\n")
                 out.flush()
                 done[q["id"]] = row
@@ -223,14 +227,10 @@ def three_way(rows: list[dict]) -> dict[str, list[dict]]:
 def _summary(p: list[float], y: list[int]) -> dict:
     from sklearn.metrics import roc_auc_score
 
-    pairs = list(zip(p, map(bool, y)))
-    curve = risk_coverage(pairs)
     return {
         "n": len(y), "right": round(sum(y) / len(y), 4),
         "auc": round(float(roc_auc_score(y, p)), 4) if 0 < sum(y) < len(y) else None,
-        "ece": expected_calibration_error(pairs), "aurc": round(sum(r for _, r in curve) / len(curve), 4),
-        "coverage_at_5pct_risk": max((c for c, r in curve if r <= 0.05), default=0.0),
-        "coverage_at_10pct_risk": max((c for c, r in curve if r <= 0.10), default=0.0),
+        **selective_scores(list(zip(p, map(bool, y))), risks=(0.05, 0.10)),
     }
 
 
@@ -357,10 +357,8 @@ def main(argv: list[str] | None = None) -> int:
     corpora, questions = build_sets(args.data, args.seed, args.per_article, args.absent_share)
     (args.work / "questions.json").write_text(json.dumps(questions, indent=0), encoding="utf-8")
     rows = collect(corpora, questions, args.work)
-    from rag.eval.golden import answer_correct
-
     for r in rows:  # graded again as rag eval grades today (rows may come from an earlier run)
-        r["right"] = bool(r["answers"]) and r["route"] != "refused" and answer_correct(r["text"], [r["answers"]])
+        r["right"] = graded(r)
     calibrator, metrics = fit(rows, args.seed)
     kinds: dict[str, dict[str, int]] = {}
     for r in rows:
