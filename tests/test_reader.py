@@ -98,3 +98,25 @@ def test_a_question_longer_than_a_window_is_cut_not_an_error(reader):
     long_question = "Who opened the Harbour Bridge? " + "Please answer carefully and cite the passage. " * 60
     best = reader.read(long_question, [PASSAGE]).best
     assert best is not None and PASSAGE[best.start : best.end] == best.text
+
+
+@pytest.mark.slow
+def test_concurrent_reads_give_the_answers_of_one_at_a_time(reader):
+    """One reader serves every thread. Its fast tokenizer keeps padding and truncation as state of
+    the shared object, so a question clip in one thread could leave another thread's batch
+    unpadded ("Unable to create tensor", seen with 20 API clients). Reads from many threads at
+    once, long and short questions mixed, give exactly the sequential answers."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    passages = [
+        "Cohere had a retention rate of 64 percent, and Mosaic had 63 percent.",
+        "Meta paid $14.3 billion for 49 percent of Scale AI in June 2025. " * 12,
+        "Alexandr Wang founded Scale AI.",
+    ]
+    questions = ["What retention rate did Cohere have?", "How much did Meta pay for Scale AI? " * 12, "Who founded Scale AI?"] * 8
+    alone = {q: reader.read(q, passages) for q in set(questions)}
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        together = list(pool.map(lambda q: (q, reader.read(q, passages)), questions * 3))
+    for q, got in together:
+        assert [s.text for s in got.spans] == [s.text for s in alone[q].spans], q
+        assert got.no_answer == pytest.approx(alone[q].no_answer, abs=1e-3), q

@@ -83,8 +83,11 @@ def check_weights(folder: Path) -> dict:
 class Reader:
     """Extractive reader over a handful of passages. Settings in the constructor, data in read().
 
-    One model is shared by all threads; torch's forward pass is re-entrant, so no lock is
-    needed to read, only to load.
+    One model is shared by all threads; torch's forward pass is re-entrant, so it needs no
+    lock. The fast tokenizer does: its padding and truncation are settings of the one shared
+    object, which each call sets, so a concurrent call without them (the question clip) can
+    leave another thread's batch unpadded ("Unable to create tensor", seen under 20 clients).
+    Tokenising takes about a millisecond, so the lock costs nothing measurable.
     """
 
     def __init__(
@@ -122,6 +125,7 @@ class Reader:
         self._model = None
         self._tokenizer = None
         self._lock = threading.Lock()
+        self._tokenize = threading.Lock()
         self.manifest: dict = {}
 
     def warm_up(self) -> None:
@@ -149,7 +153,8 @@ class Reader:
     def _clip_question(self, question: str) -> str:
         """The question cut to `max_question_tokens` word pieces, so a window keeps room for the
         passage (SQuAD questions are ~12 tokens; a 2,000-character question would fill it)."""
-        enc = self._tokenizer(question, add_special_tokens=False, return_offsets_mapping=True)
+        with self._tokenize:
+            enc = self._tokenizer(question, add_special_tokens=False, return_offsets_mapping=True)
         offsets = enc["offset_mapping"]
         if len(offsets) <= self.max_question_tokens:
             return question
@@ -168,17 +173,18 @@ class Reader:
         import torch
 
         question = self._clip_question(question)
-        enc = self._tokenizer(
-            [question] * len(passages),
-            passages,
-            truncation="only_second",
-            max_length=self.max_len,
-            stride=self.stride,
-            return_overflowing_tokens=True,
-            return_offsets_mapping=True,
-            padding=True,
-            return_tensors="pt",
-        )
+        with self._tokenize:
+            enc = self._tokenizer(
+                [question] * len(passages),
+                passages,
+                truncation="only_second",
+                max_length=self.max_len,
+                stride=self.stride,
+                return_overflowing_tokens=True,
+                return_offsets_mapping=True,
+                padding=True,
+                return_tensors="pt",
+            )
         owner = enc.pop("overflow_to_sample_mapping").tolist()
         offsets = enc.pop("offset_mapping").tolist()
         with torch.inference_mode():
