@@ -10,22 +10,21 @@ the margin, the surer the reader is that the answer is there.
 
 from __future__ import annotations
 
-import json
 import threading
 from pathlib import Path
 
 from pydantic import BaseModel, Field
 
-from ..env import file_sha256
+from .. import weights
 from .spans import best_span
 
 READER_DIR = Path(__file__).resolve().parents[1] / "models" / "reader"
-WEIGHTS = "model.safetensors"
-MANIFEST = "manifest.json"
+WEIGHTS = weights.WEIGHTS
+MANIFEST = weights.MANIFEST
 MANIFEST_FORMAT = "rag-reader v1"
 
 
-class ReaderError(RuntimeError):
+class ReaderError(weights.WeightsError):
     """The shipped reader cannot be loaded; the message names the file and how to restore it."""
 
 
@@ -53,31 +52,16 @@ class Reading(BaseModel):
 
 
 def check_weights(folder: Path) -> dict:
-    """The manifest of a reader folder, after checking the weights against it.
+    """The manifest of a reader folder, after checking the weights against it (rag.weights).
 
     Raises:
         ReaderError: the folder, manifest or weights file is missing, or the weights' sha256
             differs from the manifest; the message names the file and how to restore it.
     """
-    restore = "restore it with `git checkout -- rag/models/reader` (or reinstall rag)"
-    manifest_path = folder / MANIFEST
-    weights = folder / WEIGHTS
-    if not manifest_path.is_file():
-        raise ReaderError(f"The reader's manifest {manifest_path} is missing; {restore}.")
     try:
-        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as err:
-        raise ReaderError(f"The reader's manifest {manifest_path} is unreadable ({err}); {restore}.") from err
-    if manifest.get("format") != MANIFEST_FORMAT:
-        raise ReaderError(f"{manifest_path} is not a {MANIFEST_FORMAT!r} manifest; {restore}.")
-    if not weights.is_file():
-        raise ReaderError(f"The reader's weights {weights} are missing; {restore}.")
-    digest = file_sha256(weights)
-    if digest != manifest.get("sha256"):
-        raise ReaderError(
-            f"The reader's weights {weights} are damaged (sha256 {digest[:12]}…, expected {str(manifest.get('sha256'))[:12]}…); {restore}."
-        )
-    return manifest
+        return weights.check(folder, MANIFEST_FORMAT, "reader")
+    except weights.WeightsError as err:
+        raise ReaderError(str(err)) from err
 
 
 class Reader:
@@ -211,16 +195,4 @@ class Reader:
 
 def write_manifest(folder: Path, record: dict) -> dict:
     """Write `folder`'s manifest: format, weights sha256 and size, and the training record."""
-    weights = folder / WEIGHTS
-    manifest = {
-        "format": MANIFEST_FORMAT,
-        "file": WEIGHTS,
-        "sha256": file_sha256(weights),
-        "bytes": weights.stat().st_size,
-        "dtype": "float16",
-        "trained_on": record.get("device"),
-        "record": "record.json",
-        "max_len": record.get("args", {}).get("max_len"),
-    }
-    (folder / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
-    return manifest
+    return weights.write_manifest(folder, record, MANIFEST_FORMAT)
