@@ -171,14 +171,16 @@ def features(
     f["cov_chunk"] = _share(weights, _stems(passages[span.passage])) if span.passage < len(passages) else 0.0
     f["cov_titled"] = _share(weights, sentence_stems | _stems(title))
     f["near_gap"] = f["cov_read"] - f["cov_sentence"]
-    rare = max(weights, key=weights.get) if weights else None
+    # the rarest term; among equally rare ones the first in sorted order, so the feature does not
+    # depend on set order (string hashing differs per process: it flipped answers between runs)
+    rare = max(sorted(weights), key=weights.get) if weights else None
     f["rare_missing"] = float(rare is not None and rare not in sentence_stems)
     f["alt_gap"] = _clip(span.score - span.runner_up)
     if weights and not known:  # nothing the question names is in the corpus: no evidence next to any span
         f.update(cov_sentence_known=0.0, rare_known_missing=1.0, cov_near=0.0)
     else:
         f["cov_sentence_known"] = _share(known, sentence_stems)
-        rare_known = max(known, key=known.get) if known else None
+        rare_known = max(sorted(known), key=known.get) if known else None
         f["rare_known_missing"] = float(rare_known is not None and rare_known not in sentence_stems)
         if span.passage < len(passages):
             text = passages[span.passage]
