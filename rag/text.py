@@ -44,6 +44,33 @@ def terms(text: str) -> list[str]:
     return [stem(w) for w in words(text) if w not in STOPWORDS]
 
 
+ANALYSER_VERSION = 2
+"""Of `index_terms`, recorded in the index manifest: another version means the BM25 statistics
+were counted another way, so the index is rebuilt. v2: hyphenated words also count joined."""
+
+_COMPOUND = re.compile(r"[^\W\d_]+(?:[-‐‑][^\W\d_]+)+", re.UNICODE)
+
+
+def index_terms(text: str) -> list[str]:
+    """The analyser of BM25, the same for a passage and a question: `terms`, plus each hyphenated
+    word joined, so spellings that differ only by hyphens, spacing or case meet. Letters and
+    digits are already separate terms ("Llama3", "Llama-3" and "llama 3" all give llama, 3;
+    "COVID19" and "COVID-19" give covid, 19); "Wi-Fi" gives wi, fi and the "wifi" that "WiFi"
+    and "wifi" give. Numbers and years are terms like words.
+
+    >>> index_terms("Llama-3 and Wi-Fi in 2023")
+    ['llama', '3', 'wi', 'fi', '2023', 'wifi']
+    >>> index_terms("WiFi, COVID19")
+    ['wifi', 'covid', '19']
+    """
+    out = terms(text)
+    for m in _COMPOUND.finditer(normalize(text)):
+        joined = re.sub(r"[-‐‑]", "", m.group(0))
+        if joined not in STOPWORDS:
+            out.append(stem(joined))
+    return out
+
+
 def numbers(text: str) -> set[str]:
     """Numbers mentioned, normalised ('1,000' -> '1000', '4.30' -> '4.3', 'two' -> '2')."""
     found = set()

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from scipy import sparse
 
-from ..text import terms
+from ..text import index_terms
 
 K1 = 1.5
 B = 0.75
@@ -45,7 +45,7 @@ class TermStats:
         for texts in (chunk_texts, sentence_texts):
             rows, cols, vals = [], [], []
             for row, text in enumerate(texts):
-                for term, count in Counter(terms(text) or [EMPTY]).items():
+                for term, count in Counter(index_terms(text) or [EMPTY]).items():
                     rows.append(row)
                     cols.append(vocab.setdefault(term, len(vocab)))
                     vals.append(count)
