@@ -68,6 +68,14 @@ class Settings(BaseSettings):
     rrf_k: int = Field(60, ge=1, description="reciprocal-rank fusion constant, the usual 60")
     rank_depth: int = Field(100, ge=1, description="how many chunks each ranker returns for fusion; rank 100 adds < 1/160 to a score")
     extra_candidates: int = Field(2, ge=0, le=10, description="chunks ranked first by only one ranker, added for evidence (+2.6 points)")
+    reranker: Literal["trained", "reader", "none"] = Field(
+        "trained", description="orders the first rerank_depth candidates: the cross-encoder trained here, the reader's span scores, or none"
+    )
+    rerank_depth: int = Field(20, ge=1, le=100, description="fused candidates the reranker reads")
+    rerank_quantize: bool = Field(True, description="int8 dynamic quantisation of the trained reranker (about 2x faster on CPU; benchmarks/retrieval.md)")
+    duplicate_cosine: float = Field(0.98, gt=0, le=1.0, description="candidates this close to a better one are copies: one of them is kept")
+    year_constraints: bool = Field(True, description="a passage naming the question's year ranks up, one naming only other years down")
+    year_weight: float = Field(1.0, ge=0, description="that move, in rank-1 votes of the fusion (fixed, not tuned)")
     overlap_weight: float = Field(0.5, ge=0, description="weight of key-term overlap next to cosine in a sentence's score (flat 0.3-0.8)")
     rank_bonus: float = Field(0.05, ge=0, description="score bonus for sentences of higher-ranked chunks, / (1 + rank)")
 

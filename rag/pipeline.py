@@ -30,6 +30,7 @@ from .llm import Generator, LLMError, OnToken, make_generator
 from .answering.phrasing import messages as phrasing_messages
 from .answering.prompt import build_messages
 from .answering.reader import Reader, Span
+from .index.rerank import Reranker
 from .index.retrieval import Retriever
 from .types import Answer, Citation, Evidence, Signals
 
@@ -105,6 +106,7 @@ class Pipeline:
         embedder: Encoder | None = None,
         reader: Reader | None = None,
         calibrator: Calibrator | None = None,
+        reranker: Reranker | None = None,
     ) -> None:
         apply_env_defaults()  # before anything below can import torch
         self.settings = settings or Settings()
@@ -118,6 +120,7 @@ class Pipeline:
         self._generator = generator
         self._reader = reader
         self._calibrator = calibrator
+        self._reranker = reranker
 
     # -- parts, built on first use ----------------------------------------------------------
     @property
@@ -142,7 +145,7 @@ class Pipeline:
         self._follow_index()
         with self._lock:
             if self._retriever is None:
-                self._retriever = Retriever(self.index, self.embedder, self.settings)
+                self._retriever = Retriever(self.index, self.embedder, self.settings, rerank=self._rerank_with())
             return self._retriever
 
     @property
@@ -160,6 +163,29 @@ class Pipeline:
             return self._reader
 
     @property
+    def reranker(self) -> Reranker:
+        with self._lock:
+            if self._reranker is None:
+                self._reranker = Reranker(threads=self.settings.llm_threads, quantize=self.settings.rerank_quantize)
+            return self._reranker
+
+    def _rerank_with(self):
+        """What orders the retriever's first candidates (settings.reranker), or None."""
+        kind = self.settings.reranker
+        if kind == "trained":
+            return lambda question, passages: self.reranker.scores(question, passages)
+        if kind == "reader":
+            return self._reader_scores
+        return None
+
+    def _reader_scores(self, question: str, passages: list[str]) -> list[float]:
+        """The reader as a reranker: each passage's best span score minus its window's
+        no-answer score (a passage without a span last)."""
+        reading = self.reader.read(question, passages)
+        by_passage = {span.passage: span.score - span.null for span in reading.spans}
+        return [by_passage.get(n, -1e9) for n in range(len(passages))]
+
+    @property
     def calibrator(self) -> Calibrator:
         """The answer policy's calibrator (a small JSON file; rag/models/policy unless injected)."""
         with self._lock:
@@ -175,6 +201,9 @@ class Pipeline:
         self.retriever.warm_up()
         self.embedder.warm_up()
         self.embedder.encode_query("warm up")
+        if self.settings.reranker == "trained":
+            self.reranker.warm_up()
+            self.reranker.scores("warm up", ["Warm up."])
         if self.settings.use_reader:
             self.reader.warm_up()
             self.reader.read("warm up", ["Warm up."])
@@ -193,7 +222,7 @@ class Pipeline:
         """Answer from `index` from now on. Its lookup tables and BM25 lexicon are made before
         the swap, so no question waits for them; a question already running finishes on the
         index it started with."""
-        retriever = Retriever(index, self.embedder, self.settings)
+        retriever = Retriever(index, self.embedder, self.settings, rerank=self._rerank_with())
         retriever.warm_up()
         with self._lock:
             self._index, self._retriever = index, retriever

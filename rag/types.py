@@ -51,6 +51,7 @@ class Hit(BaseModel):
     score: float = Field(description="fused reciprocal-rank score")
     dense: float = Field(description="cosine similarity of question and chunk")
     bm25: float = 0.0
+    rerank: float | None = Field(None, description="the reranker's score, when one ordered the candidates")
 
 
 class Evidence(BaseModel):

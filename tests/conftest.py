@@ -32,7 +32,7 @@ CORPUS = REPO / "corpus"
 GOLDEN = REPO / "tests" / "golden" / "golden.jsonl"
 
 # Fixtures that load a real model or start the real app: a test using one is slow.
-REAL_MODEL_FIXTURES = {"embedder", "generator", "pipeline", "app_url", "chromium", "llama_server", "llama_cpp_installed"}
+REAL_MODEL_FIXTURES = {"embedder", "generator", "pipeline", "reranker", "app_url", "chromium", "llama_server", "llama_cpp_installed"}
 # Modules only a model load imports; none may appear in a fast run.
 MODEL_MODULES = ("torch", "sentence_transformers", "llama_cpp")
 
@@ -110,6 +110,7 @@ def fake_pipeline(tmp_path, hash_embedder):
             (root / "corpus" / name).write_text(text, encoding="utf-8")
         if reader is None:
             overrides.setdefault("use_reader", False)  # the sentence route alone
+        overrides.setdefault("reranker", "none")  # the trained one is a real model (slow tier)
         return Pipeline(make_settings(root, **overrides), embedder=hash_embedder, generator=ScriptedGenerator(reply), reader=reader)
 
     return make

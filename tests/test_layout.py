@@ -130,7 +130,7 @@ def test_each_stage_folder_says_its_job_in_one_line():
         assert len(doc.splitlines()[0]) <= 120, f"{init.parent.name}/: {doc.splitlines()[0]}"
 
 
-STAGES = ["env", "lexicon", "types", "text", "llm", "config", "ingest", "store", "index", "answering", "pipeline", "eval", "serve", "training"]
+STAGES = ["env", "weights", "lexicon", "types", "text", "llm", "config", "ingest", "store", "index", "answering", "pipeline", "eval", "serve", "training"]
 """The floors, lowest first: a module imports only from its own floor or lower ones."""
 
 

@@ -98,8 +98,13 @@ def test_question_at_the_limit_is_answered(pipeline):
         "Is \ud800 this \udfff valid?",  # lone surrogates: not encodable as UTF-8
         "Ме\u0301та hired Wang? e\u0301\u0301\u0301 Z̷̢̛a̶l̸g̴o̷",  # combining marks
         "\U000e0041\U000e0042 tag characters \U000f0000 private use",
+        "what is the of and to in a",  # stop words only: nothing for BM25, the reranker reads anyway
+        "2025",  # a year only: a constraint with no subject
+        "xqzvbnmwpl",  # one unknown token
+        "Llama3?",  # a product name the articles do not hold, spelled without its hyphen
     ],
-    ids=["control", "emoji", "rtl-arabic", "rtl-override", "mixed-scripts", "zero-width", "surrogates", "combining", "tags"],
+    ids=["control", "emoji", "rtl-arabic", "rtl-override", "mixed-scripts", "zero-width", "surrogates", "combining", "tags",
+         "stopwords-only", "year-only", "unknown-token", "unhyphenated-name"],
 )
 def test_unusual_characters_are_answered_or_refused(pipeline, question):
     a = pipeline.answer(question)

@@ -15,16 +15,14 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
-from .. import weights
+from ..weights import MANIFEST, WEIGHTS, WeightsError, check, write_manifest as _write_manifest
 from .spans import best_span
 
 READER_DIR = Path(__file__).resolve().parents[1] / "models" / "reader"
-WEIGHTS = weights.WEIGHTS
-MANIFEST = weights.MANIFEST
 MANIFEST_FORMAT = "rag-reader v1"
 
 
-class ReaderError(weights.WeightsError):
+class ReaderError(WeightsError):
     """The shipped reader cannot be loaded; the message names the file and how to restore it."""
 
 
@@ -59,8 +57,8 @@ def check_weights(folder: Path) -> dict:
             differs from the manifest; the message names the file and how to restore it.
     """
     try:
-        return weights.check(folder, MANIFEST_FORMAT, "reader")
-    except weights.WeightsError as err:
+        return check(folder, MANIFEST_FORMAT, "reader")
+    except WeightsError as err:
         raise ReaderError(str(err)) from err
 
 
@@ -195,4 +193,4 @@ class Reader:
 
 def write_manifest(folder: Path, record: dict) -> dict:
     """Write `folder`'s manifest: format, weights sha256 and size, and the training record."""
-    return weights.write_manifest(folder, record, MANIFEST_FORMAT)
+    return _write_manifest(folder, record, MANIFEST_FORMAT)

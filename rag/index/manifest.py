@@ -49,8 +49,10 @@ from .bm25 import Lexicon
 from ..config import Settings
 from .corpus import Corpus, CorpusProblem, content_key
 from .embedding import EmbeddingModel, Encoder
+from .furniture import furniture
 from .segment import Segment, StaleIndex, Table, fsync_dir, live_rows, make_segment, merge_segments, write_atomic
 from ..store.segments import SegmentedStore
+from ..text import ANALYSER_VERSION
 from ..types import Chunk, Document, Sentence
 
 __all__ = [
@@ -100,6 +102,7 @@ class Manifest(BaseModel):
     dim: int
     chunk_size: int
     chunk_overlap: int
+    analyser: int = Field(1, description="version of the BM25 analyser (rag.text.ANALYSER_VERSION) that counted the segments' terms")
     corpus: dict[str, str] = Field(description="corpus-folder file name -> sha256 of the bytes that were indexed")
     excluded: dict[str, str] = Field({}, description="corpus-folder files removed by `rag remove` -> sha256: not re-added at start")
     n_chunks: int
@@ -221,6 +224,12 @@ class Index:
             parts.append((seg.stats, np.asarray([c.chunk_id for c in t.chunks], dtype=np.int64), live_chunks, live_sentences))
         return Lexicon(parts)
 
+    @cached_property
+    def furniture(self) -> set[int]:
+        """Ids of the live sentences that are page furniture (rag/index/furniture.py): text that
+        recurs across documents in different surroundings, never evidence."""
+        return furniture(self.sentences)
+
     def table(self) -> Table:
         return Table(
             documents=list(self.documents.values()),
@@ -241,7 +250,7 @@ class Index:
 
     def prepare(self) -> "Index":
         """Compute every view, store and the BM25 lexicon now (what the first question would)."""
-        self._chunks, self._sentences, self.chunk_store, self.sentence_store, self.lexicon  # noqa: B018
+        self._chunks, self._sentences, self.chunk_store, self.sentence_store, self.lexicon, self.furniture  # noqa: B018
         return self
 
     def check(self) -> "Index":
@@ -272,6 +281,7 @@ class Index:
             dim=segment.meta.dim,
             chunk_size=settings.chunk_size,
             chunk_overlap=settings.chunk_overlap,
+            analyser=ANALYSER_VERSION,
             corpus={Path(d.path).name: d.sha256 for d in documents},
             n_chunks=segment.meta.n_chunks,
             n_sentences=segment.meta.n_sentences,
@@ -361,6 +371,8 @@ def _check_settings(m: Manifest, embedder: Encoder, settings: Settings) -> None:
         raise StaleIndex(
             f"built into a {m.store} store, settings use {settings.store} (`python -m rag migrate --to {settings.store}` moves the vectors without re-embedding)"
         )
+    if m.analyser != ANALYSER_VERSION:
+        raise StaleIndex(f"the BM25 analyser changed (v{m.analyser} -> v{ANALYSER_VERSION})")
     if (m.chunk_size, m.chunk_overlap) != (settings.chunk_size, settings.chunk_overlap):
         raise StaleIndex(f"chunk settings changed ({m.chunk_size}/{m.chunk_overlap} -> {settings.chunk_size}/{settings.chunk_overlap})")
 

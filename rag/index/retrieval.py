@@ -1,13 +1,17 @@
-"""Question -> ranked chunks (dense + BM25, each ranker's top N fused by reciprocal rank) -> evidence sentences."""
+"""Question -> ranked chunks (dense + BM25, each ranker's top N fused by reciprocal rank; the
+question's years checked; near-duplicates collapsed; the head reranked) -> evidence sentences."""
 
 from __future__ import annotations
+
+import re
+from collections.abc import Callable
 
 import numpy as np
 
 from ..config import Settings
 from .embedding import Encoder
 from .manifest import Index
-from ..text import terms
+from ..text import index_terms, terms
 from ..types import Evidence, Hit
 
 
@@ -18,10 +22,16 @@ class Retriever:
     over the sentences of the retrieved chunks only: nothing loops over the whole corpus.
     """
 
-    def __init__(self, index: Index, embedder: Encoder, settings: Settings) -> None:
+    def __init__(self, index: Index, embedder: Encoder, settings: Settings, rerank: Callable[[str, list[str]], list[float]] | None = None) -> None:
+        """
+        Args:
+            rerank: (question, passages) -> one score per passage, higher first; it orders the
+                first `settings.rerank_depth` fused candidates (None: the fused order stands).
+        """
         self.index = index
         self.embedder = embedder
         self.settings = settings
+        self.rerank = rerank
 
     def warm_up(self) -> None:
         """Combine the segments' BM25 statistics and lookup tables now, not on the first question.
@@ -56,22 +66,47 @@ class Retriever:
         heads = [dense_ids[:extra].tolist()]
         bm25: dict[int, float] = {}
         if s.hybrid:
-            bm25_ids, bm25_scores = self.index.lexicon.top(terms(question), s.rank_depth)
+            bm25_ids, bm25_scores = self.index.lexicon.top(index_terms(question), s.rank_depth)
             bm25 = dict(zip(bm25_ids.tolist(), bm25_scores.tolist()))
             for rank, i in enumerate(bm25_ids.tolist()):
                 fused[i] = fused.get(i, 0.0) + 1.0 / (s.rrf_k + rank + 1)
             heads.append(bm25_ids[:extra].tolist())
-        top = sorted(fused, key=lambda i: (-fused[i], i))[:k]
-        for head in heads:
-            top += [i for i in head if i not in top]
-        cosines = self.index.chunk_store.get(np.asarray(top, dtype=np.int64)) @ q
+        order = sorted(fused, key=lambda i: (-fused[i], i))
+        depth = max(k, s.rerank_depth if self.rerank else 0)
+        years = question_years(question) if s.year_constraints else set()
+        if years:  # a passage on another year of the same thing goes down, one on this year up
+            window = order[: depth + s.rerank_depth]
+            for i in window:
+                fused[i] += s.year_weight / (s.rrf_k + 1) * year_agreement(years, self.index.chunk(i).text)
+            order = sorted(window, key=lambda i: (-fused[i], i)) + order[len(window) :]
+        head = order[: depth * 2 + 2 * extra]
+        if not head:
+            return []
+        extras = [i for h in heads for i in h]
+        vectors = self.index.chunk_store.get(np.asarray(head + extras, dtype=np.int64))
+        cosines = dict(zip(head + extras, (vectors @ q).tolist()))
+        kept = _distinct(head, vectors[: len(head)], s.duplicate_cosine)[:depth]
+        scores: dict[int, float] = {}
+        if self.rerank and len(kept) > 1:
+            reranked = kept[: s.rerank_depth]
+            scores = dict(zip(reranked, self.rerank(question, [self.index.chunk(i).text for i in reranked])))
+            kept = sorted(reranked, key=lambda i: -scores[i]) + kept[len(reranked) :]
+        top = kept[:k]
+        if extras:
+            chosen = np.asarray([vectors[head.index(i)] for i in top]) if top else np.zeros((0, vectors.shape[1]), dtype=np.float32)
+            for n, i in enumerate(extras):
+                v = vectors[len(head) + n]
+                if i not in top and (len(chosen) == 0 or float((chosen @ v).max()) < s.duplicate_cosine):
+                    top.append(i)
+                    chosen = np.vstack([chosen, v[None, :]])
         return [
-            Hit(chunk=self.index.chunk(i), score=fused[i], dense=float(d), bm25=bm25.get(i, 0.0))
-            for i, d in zip(top, cosines.tolist())
+            Hit(chunk=self.index.chunk(i), score=fused.get(i, 0.0), dense=float(cosines[i]), bm25=bm25.get(i, 0.0), rerank=scores.get(i))
+            for i in top
         ]
 
     def evidence(self, question: str, hits: list[Hit], n: int) -> list[Evidence]:
-        """The n sentences of the retrieved chunks that best support an answer.
+        """The n sentences of the retrieved chunks that best support an answer (page furniture
+        excluded).
 
         A sentence's score is its cosine with the question plus the IDF-weighted share of the
         question's key terms it contains, plus a small bonus for sentences of higher-ranked
@@ -79,9 +114,11 @@ class Retriever:
         and the prompt short (prefill time dominates on CPU).
         """
         best_rank: dict[int, int] = {}
+        furniture = self.index.furniture  # a site's notices and share lines are never evidence
         for rank, hit in enumerate(hits):
             for sid in self.index.chunk_sentences[hit.chunk.chunk_id]:
-                best_rank.setdefault(sid, rank)
+                if sid not in furniture:
+                    best_rank.setdefault(sid, rank)
         return self.score_sentences(question, best_rank)[:n]
 
     def score_sentences(self, question: str, best_rank: dict[int, int]) -> list[Evidence]:
@@ -126,6 +163,49 @@ class Retriever:
         weigh the most: they are what a passage would have to add)."""
         lexicon = self.index.lexicon
         return {t: lexicon.idf(t) for t in set(terms(question))}
+
+
+_YEAR = re.compile(r"(?<![\d.,$])(1[5-9]\d\d|20\d\d)(?![\d%])")
+
+
+def question_years(question: str) -> set[str]:
+    """The years a question names (1500-2099), its constraints on which passage answers it.
+
+    >>> sorted(question_years("Who won the 2022 edition, not the 2,021st or $2023?"))
+    ['2022']
+    """
+    return set(_YEAR.findall(question))
+
+
+def year_agreement(years: set[str], text: str) -> int:
+    """+1 when the passage names one of the question's years, -1 when it names other years
+    but none of them (another edition of the same event), 0 when it names no year.
+
+    >>> year_agreement({"2022"}, "The 2021 final was won by Italy."), year_agreement({"2022"}, "In 2022 and 2021.")
+    (-1, 1)
+    """
+    found = set(_YEAR.findall(text))
+    if found & years:
+        return 1
+    return -1 if found else 0
+
+
+def _distinct(ids: list[int], vectors: np.ndarray, threshold: float) -> list[int]:
+    """`ids` in order without the near-duplicates of an earlier one (cosine of their vectors at
+    least `threshold`): a syndicated copy or a re-upload takes one place, the first.
+
+    >>> v = np.asarray([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]], dtype=np.float32)
+    >>> _distinct([7, 8, 9], v, 0.98)
+    [7, 9]
+    """
+    kept: list[int] = []
+    rows: list[int] = []
+    for n, i in enumerate(ids):
+        if rows and float((vectors[rows] @ vectors[n]).max()) >= threshold:
+            continue
+        kept.append(i)
+        rows.append(n)
+    return kept
 
 
 def _share(weights: dict[str, float], present: set[str]) -> float:
