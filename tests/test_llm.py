@@ -94,3 +94,73 @@ def test_llamacpp_answers_a_repeated_prompt_as_the_first_time(llama_cpp_installe
     assert [g.generate(messages, 48).text, g.generate(messages, 48).text] == [first, first]
     g.generate(other, 48)
     assert g.generate(messages, 48).text == first
+
+
+CHATS = [
+    [{"role": "user", "content": "Name three colours of the rainbow."}],
+    [{"role": "user", "content": "Write one sentence about the sea."}],
+    [{"role": "user", "content": "What is the capital of France? Answer in a sentence."}],
+    [{"role": "user", "content": "Count from one to ten in words."}],
+]
+
+
+def _together(gen, chats, **kwargs) -> list:
+    import threading
+
+    out: list = [None] * len(chats)
+    start = threading.Barrier(len(chats))
+
+    def ask(n: int) -> None:
+        start.wait()
+        try:
+            out[n] = gen.generate(chats[n], 32, stop=(), **kwargs)
+        except Exception as err:  # noqa: BLE001 - handed to the assertion
+            out[n] = err
+
+    threads = [threading.Thread(target=ask, args=(n,)) for n in range(len(chats))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return out
+
+
+def test_concurrent_generations_share_a_batch_and_each_gets_its_own_text(generator):
+    """Four generations at once are decoded in one batch, each padded on the left with its own
+    positions; in float32 (where padding cannot change the rounding) every text equals the same
+    prompt's text decoded alone, so no answer is mixed with another."""
+    from rag.llm.transformers import TransformersGenerator
+
+    gen = TransformersGenerator(generator.settings.model_copy(update={"dtype": "float32", "batch": 4}))
+    alone = [gen.generate(chat, 32, stop=()).text for chat in CHATS]
+    assert gen.peak == 1 and len(set(alone)) == 4
+    together = _together(gen, CHATS)
+    assert gen.peak >= 2  # some steps decoded several sequences in one forward pass
+    assert [g.text for g in together] == alone
+
+
+def test_a_caller_that_goes_away_leaves_the_batch_and_the_others_finish(generator):
+    """on_token raising (a client that disconnected) ends that generation with its error at once;
+    the others in the batch decode on to their full texts."""
+    alone = [generator.generate(chat, 32, stop=()) for chat in CHATS[:2]]
+
+    class Gone(Exception):
+        pass
+
+    def leave(piece: str) -> None:
+        raise Gone
+
+    import threading
+
+    result: dict = {}
+
+    def stay() -> None:
+        result["g"] = generator.generate(CHATS[0], 32, stop=())
+
+    t = threading.Thread(target=stay)
+    t.start()
+    with pytest.raises(Gone):
+        generator.generate(CHATS[1], 32, stop=(), on_token=leave)
+    t.join()
+    assert result["g"].finish_reason == alone[0].finish_reason and result["g"].text.strip()
+    assert generator.generate(CHATS[1], 32, stop=()).text == alone[1].text  # the decoder is still well

@@ -48,6 +48,8 @@ class ModelSettings(BaseModel):
     dtype: str = Field("bfloat16", description="torch dtype on CPU: bfloat16 halves memory, same answers as fp32 (benchmarks)")
     threads: int = Field(2, ge=1, description="CPU threads for in-process backends")
     timeout_s: float = Field(20.0, gt=0, description="longest one generation may take before it is cut")
+    batch: int = Field(8, ge=1, le=64, description="in-process: sequences decoded together, one forward pass per step")
+    parallel: int | None = Field(None, ge=1, le=64, description="server backends: requests in flight at once; None = what the server reports, else 4")
     cache_dir: Path | None = Field(None, description="where converted weights are kept; None = ~/.cache/rag")
 
 
