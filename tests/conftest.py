@@ -21,6 +21,7 @@ import pytest
 from fakes import HashEmbedder, ScriptedGenerator, ScriptedReader
 from rag.config import Settings
 from rag.env import apply_env_defaults
+from rag.eval.load import free_port, server_process  # one harness for tests and benchmarks
 from rag.index.embedding import Embedder
 from rag.llm.transformers import TransformersGenerator
 from rag.pipeline import Pipeline
@@ -126,14 +127,6 @@ def settings_in(tmp_path) -> Settings:
 APP_START_TIMEOUT_S = 240
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class App(NamedTuple):
     url: str
     pid: int
@@ -171,49 +164,6 @@ def running_app(root: Path, extra_docs: dict[str, str] | None = None, index_from
     url = f"http://127.0.0.1:{port}"
     with server_process(cmd, url, log_path, APP_START_TIMEOUT_S, "the app", pytest.fail, cwd=REPO, env=env) as pid:
         yield App(url=url, pid=pid)
-
-
-@contextmanager
-def server_process(cmd: list[str], probe: str, log_path: Path, timeout_s: float, what: str, fail, **popen) -> Iterator[int]:
-    """Run `cmd` (output to `log_path`) until `probe` answers 200 (an http URL) or accepts a
-    connection (tcp://host:port), yield its pid, stop it after.
-
-    `fail(message)` is called, with the end of the log, if it exits early or is not up in time.
-    """
-    import subprocess
-    import time
-    import urllib.request
-
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, **popen)
-    try:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            if proc.poll() is not None:
-                fail(f"{what} exited with {proc.returncode}:\n{log_path.read_text()[-3000:]}")
-            try:
-                if probe.startswith("tcp://"):
-                    import socket
-
-                    host, _, port = probe[len("tcp://") :].rpartition(":")
-                    socket.create_connection((host, int(port)), timeout=2).close()
-                    break
-                with urllib.request.urlopen(probe, timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                fail(f"{what} was not up after {timeout_s} s:\n{log_path.read_text()[-3000:]}")
-            time.sleep(0.3)
-        yield proc.pid
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 @pytest.fixture(scope="module")
