@@ -36,6 +36,9 @@ class Hostile(BaseHTTPRequestHandler):
     counts: dict[str, int] = {}
     sent: dict[str, int] = {}
     bodies: dict[str, list[dict]] = {}
+    now: dict[str, int] = {}  # requests in flight, per case
+    most: dict[str, int] = {}  # the most in flight at once, per case
+    lock = threading.Lock()
 
     def log_message(self, *args) -> None:  # keep the test output clean
         pass
@@ -60,6 +63,8 @@ class Hostile(BaseHTTPRequestHandler):
             return
         if self.path.endswith("/models"):
             self._json(200, {"object": "list", "data": [{"id": "fake-model", "object": "model", "created": 0, "owned_by": "me"}]})
+        elif case == "slots" and self.path.endswith("/props"):  # llama.cpp's server says how many it decodes at once
+            self._json(200, {"total_slots": 3})
         else:
             self._json(404, {"error": {"message": "no such route"}})
 
@@ -77,6 +82,15 @@ class Hostile(BaseHTTPRequestHandler):
             w(_chunk(finish="stop") + b"data: [DONE]\n\n")
         elif case == "hang":
             time.sleep(5)
+        elif case in ("slots", "parallel"):  # counts requests in flight at once, each held a while
+            with Hostile.lock:
+                Hostile.now[case] = Hostile.now.get(case, 0) + 1
+                Hostile.most[case] = max(Hostile.most.get(case, 0), Hostile.now[case])
+            time.sleep(0.3)
+            with Hostile.lock:
+                Hostile.now[case] -= 1
+            self._start_sse()
+            w(_chunk("Slot") + _chunk(finish="stop") + b"data: [DONE]\n\n")
         elif case == "hang_mid":
             self._start_sse()
             w(_chunk("Hel"))
@@ -430,3 +444,24 @@ def test_real_server_with_any_model_name_answers(llama_server):
     # llama.cpp serves its one model whatever the name; other servers' 404 is covered above.
     g = OpenAIGenerator(ModelSettings(backend="openai", url=llama_server, model="no-such-model", timeout_s=60))
     assert g.generate(RAG_PROMPT, 8).text.strip()
+
+
+def test_requests_in_flight_are_bounded_by_parallel_or_the_servers_slots(hostile):
+    """RAG_LLM_PARALLEL bounds how many requests are sent at once; unset, a server that reports
+    its slots (llama.cpp's /props) gets that many, and one that reports nothing gets 4."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import rag.llm.openai as backend
+
+    two = OpenAIGenerator(ModelSettings(backend="openai", url=f"{hostile}/parallel/v1", model="fake-model", parallel=2))
+    learned = gen(hostile, "slots")
+    learned.warm_up()
+    silent = gen(hostile, "ok")
+    silent.warm_up()
+    assert (two.parallel, learned.parallel, silent.parallel) == (2, 3, backend.DEFAULT_PARALLEL)
+    for g in (two, learned):
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            texts = [r.text for r in pool.map(lambda _: g.generate(MESSAGES, 8), range(8))]
+        assert texts == ["Slot"] * 8 and g.in_flight == 0
+    assert Hostile.most["parallel"] == two.peak == 2
+    assert Hostile.most["slots"] == learned.peak == 3

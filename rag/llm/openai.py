@@ -30,6 +30,7 @@ RETRIES = 2  # extra attempts after a connection error or a 5xx, before the firs
 # up to timeout_s for a machine that is off; then the next question tries again.
 DOWN_PAUSE_S = 15.0
 BACKOFF_S = 0.5  # first retry delay; doubles each time, with up to 25 % jitter
+DEFAULT_PARALLEL = 4  # requests in flight when neither RAG_LLM_PARALLEL nor the server says how many it runs
 CHARS_PER_TOKEN = 4  # count_tokens() estimate: English text averages ~4 characters per token
 MAX_CHARS_PER_PIECE = 64  # a streamed piece longer than this counts as several tokens (hostile servers)
 # Greedy as the in-process backends decode: llama.cpp servers otherwise penalise repeated tokens,
@@ -77,6 +78,10 @@ class OpenAIGenerator:
         self._lock = threading.Lock()
         self._extra = dict(GREEDY_EXTRA)
         self._down: tuple[float, str] | None = None  # (until when, why): the server failed to connect
+        self._slots: threading.BoundedSemaphore | None = None  # requests in flight at once (`parallel`)
+        self.parallel = model.parallel or 0  # 0 until known: the setting, the server's slot count, or DEFAULT_PARALLEL
+        self.in_flight = 0
+        self.peak = 0  # the most requests in flight at once (for measurements)
 
     def _check_url(self) -> None:
         """Raises LLMError naming the setting to fix when the URL is missing or not http(s)."""
@@ -138,6 +143,9 @@ class OpenAIGenerator:
             if _unreachable(err):
                 self._mark_down(why)
             raise LLMError(why) from None
+        if not self.parallel:
+            self.parallel = self._server_slots() or DEFAULT_PARALLEL
+            log.info("%s: up to %d requests in flight", self.url, self.parallel)
         with self._lock:
             if self._model_name is None:
                 if not names:
@@ -145,6 +153,28 @@ class OpenAIGenerator:
                 self._model_name = names[0]
             elif names and self._model_name not in names:
                 log.warning("%s does not list model %r (it lists %s); trying it anyway", self.url, self._model_name, names[:5])
+
+    def _server_slots(self) -> int:
+        """How many requests the server decodes at once, if it says: llama.cpp's server reports
+        `total_slots` at /props (its `--parallel`); others report nothing (0)."""
+        import httpx
+
+        root = self.settings.url.rstrip("/").removesuffix("/v1")
+        key = self.settings.api_key.get_secret_value() if self.settings.api_key else ""
+        try:
+            r = httpx.get(f"{root}/props", timeout=CONNECT_TIMEOUT_S, headers={"Authorization": f"Bearer {key}"} if key else None)
+            slots = r.json().get("total_slots") if r.status_code == 200 else None
+        except (httpx.HTTPError, ValueError, AttributeError):
+            return 0
+        return slots if isinstance(slots, int) and 1 <= slots <= 64 else 0
+
+    def _slot(self) -> threading.BoundedSemaphore:
+        """The slots, made on first use: as many as warm_up() learned, else the setting or DEFAULT_PARALLEL."""
+        with self._lock:
+            if self._slots is None:
+                self.parallel = self.parallel or DEFAULT_PARALLEL
+                self._slots = threading.BoundedSemaphore(self.parallel)
+            return self._slots
 
     def count_tokens(self, messages: list[Message]) -> int:
         """An estimate (~4 characters per token plus a few per message): a server cannot count for us."""
@@ -173,10 +203,23 @@ class OpenAIGenerator:
         self._check_url()
         self._check_up()
         self.client  # imports openai (~1 s) outside the timed budget, once
-        started = time.perf_counter()
-        deadline = started + self.settings.timeout_s
         if self._model_name is None:
             self.warm_up()
+        # At most `parallel` requests in flight; the time limit runs from when this one is sent,
+        # not while it waits for a slot behind others (each bounded by timeout_s).
+        with self._slot():
+            with self._lock:
+                self.in_flight += 1
+                self.peak = max(self.peak, self.in_flight)
+            try:
+                return self._generate(messages, max_new_tokens, stop, on_token)
+            finally:
+                with self._lock:
+                    self.in_flight -= 1
+
+    def _generate(self, messages: list[Message], max_new_tokens: int, stop: Sequence[str], on_token: OnToken | None) -> Generation:
+        started = time.perf_counter()
+        deadline = started + self.settings.timeout_s
         stream = self._open(messages, max_new_tokens, list(stop), deadline)
         chunks: queue.Queue = queue.Queue(maxsize=256)
         cancel = threading.Event()
