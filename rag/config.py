@@ -133,6 +133,10 @@ class Settings(BaseSettings):
     api_key: SecretStr | None = Field(
         None, description="bearer token the /v1 API of `rag serve` requires (RAG_API_KEY); None = open, as it binds 127.0.0.1"
     )
+    max_in_flight: int = Field(16, ge=1, le=256, description="questions the UI and /v1 answer at once, together; more get \"busy, retry in N s\" (HTTP 503)")
+    degrade_after: int | None = Field(
+        4, ge=0, description="with more questions in flight than this, a fact answer skips the LLM's phrasing (the reader's span, cited); None = never (benchmarks/load.py)"
+    )
 
     # -- limits ---------------------------------------------------------------------------
     max_question_chars: int = Field(2000, ge=10, description="longer questions are refused before any work")

@@ -353,7 +353,9 @@ class Pipeline:
         return self.index.documents[doc_id].title
 
     # -- answering -----------------------------------------------------------------------
-    def answer(self, question: str, top_k: int | None = None, searched: str | None = None, on_token: OnToken | None = None) -> Answer:
+    def answer(
+        self, question: str, top_k: int | None = None, searched: str | None = None, on_token: OnToken | None = None, quick: str = ""
+    ) -> Answer:
         """Answer a question from the articles, with citations.
 
         Args:
@@ -362,7 +364,10 @@ class Pipeline:
             searched: the standalone form of a follow-up question, used for retrieval.
             on_token: called with each piece of the model's text as it is generated. The final
                 Answer may differ from the streamed text: when the checks reject it, it is
-                replaced by an extractive answer, and invalid markers are removed.
+                replaced by an extractive answer, and invalid markers are removed. If it
+                raises (the client went away), the generation stops and the error propagates.
+            quick: why to skip the LLM's phrasing of a fact answer (a crowded server): the
+                reader's span is given as found, cited, with this in `reason`. Empty: phrase it.
 
         Raises:
             ValueError: the question is empty or over the length limit, or top_k is out of range.
@@ -432,11 +437,13 @@ class Pipeline:
             draft.chosen = span_evidence
             passage = " ".join(e.sentence.text for e in span_evidence)
             generated = None
-            if s.use_llm:
+            if s.use_llm and not quick:
                 generated = self._generate(phrasing_messages(query, span.text, passage), min(s.phrase_new_tokens, s.max_new_tokens), on_token, draft)
             decision = self.policy.phrase(query, span, passage, generated, cited=len(span_evidence))
             if draft.llm_failed:  # the span as found, saying why it was not phrased
                 decision.reason = draft.llm_failed
+            elif quick and s.use_llm:
+                decision.reason = f"the span as found, not phrased: {quick}"
         elif not s.use_llm:
             decision = Decision(route="extractive", reason="LLM disabled in settings")
         else:
@@ -472,14 +479,16 @@ class Pipeline:
         draft.prompt_tokens = generation.prompt_tokens
         return generation.text
 
-    def stream(self, question: str, top_k: int | None = None, searched: str | None = None) -> "AnswerStream":
+    def stream(self, question: str, top_k: int | None = None, searched: str | None = None, quick: str = "") -> "AnswerStream":
         """Iterate over the returned stream for the model's text pieces; its `answer` is the checked Answer.
+
+        Leaving the loop early (a client that went away) stops the generation at its next token.
 
         Raises:
             ValueError: as answer(), before the first piece.
         """
         clean_question(question, self.settings.max_question_chars)  # a bad question fails here, not mid-stream
-        return AnswerStream(lambda on_token: self.answer(question, top_k=top_k, searched=searched, on_token=on_token))
+        return AnswerStream(lambda on_token: self.answer(question, top_k=top_k, searched=searched, on_token=on_token, quick=quick))
 
     # -- the three ways an answer ends ---------------------------------------------------
     def _compose(self, draft: Draft, decision: Decision, index: Index) -> Answer:
@@ -559,10 +568,16 @@ class AnswerStream:
         pieces: queue.Queue = queue.Queue()
         end = object()
         failure: list[BaseException] = []
+        gone = threading.Event()
+
+        def hand_over(piece: str) -> None:
+            if gone.is_set():
+                raise Cancelled("the reader of this stream went away")
+            pieces.put(piece)
 
         def work() -> None:
             try:
-                self.answer = self._run(pieces.put)
+                self.answer = self._run(hand_over)
             except BaseException as err:  # handed to the caller's thread below
                 failure.append(err)
             finally:
@@ -570,11 +585,18 @@ class AnswerStream:
 
         worker = threading.Thread(target=work, name="rag-answer", daemon=True)
         worker.start()
-        while (piece := pieces.get()) is not end:
-            yield piece
+        try:
+            while (piece := pieces.get()) is not end:
+                yield piece
+        finally:
+            gone.set()  # left early (closed, or an error): the generation stops at its next piece
         worker.join()
         if failure:
             raise failure[0]
+
+
+class Cancelled(Exception):
+    """The one who asked went away; raised from `on_token` to stop a generation."""
 
 
 def _one_line(text: str) -> str:

@@ -8,6 +8,7 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
+from rag.config import Settings
 from rag.serve.api import MAX_BODY_BYTES, MAX_MESSAGES, create_app
 from rag.types import Answer, Citation
 
@@ -23,8 +24,8 @@ class FakePipeline:
     def __init__(self) -> None:
         self.calls: list[dict] = []
 
-    def answer(self, question: str, top_k: int | None = None, searched: str | None = None) -> Answer:
-        self.calls.append(dict(question=question, top_k=top_k, searched=searched))
+    def answer(self, question: str, top_k: int | None = None, searched: str | None = None, on_token=None, quick: str = "") -> Answer:
+        self.calls.append(dict(question=question, top_k=top_k, searched=searched, quick=quick))
         if not question.strip():
             raise ValueError("The question is empty: type a question about the articles.")
         if question == "boom":
@@ -59,7 +60,7 @@ def test_chat_completion_shape(api, fake):
     assert body["object"] == "chat.completion" and body["model"] == "rag"
     assert body["choices"][0]["message"] == {"role": "assistant", "content": "Meta offered $100M [1]."}
     assert body["citations"] == [{"n": 1, "doc_id": "d1", "title": "T", "text": "Meta offered $100M.", "start": 5, "end": 24, "page": None}]
-    assert fake.calls == [dict(question="How much did Meta offer?", top_k=3, searched="How much did Meta offer?")]
+    assert fake.calls == [dict(question="How much did Meta offer?", top_k=3, searched="How much did Meta offer?", quick="")]
 
 
 def test_streamed_pieces_join_to_the_answer_and_the_last_chunk_cites(api):
@@ -84,7 +85,7 @@ def test_system_messages_never_reach_the_pipeline(api, fake):
         {"role": "user", "content": [{"type": "text", "text": "and what about Google?"}]},
     ]
     assert chat(api, messages).status_code == 200
-    assert fake.calls == [dict(question="and what about Google?", top_k=None, searched="How much did Google offer AI researchers?")]
+    assert fake.calls == [dict(question="and what about Google?", top_k=None, searched="How much did Google offer AI researchers?", quick="")]
     assert "PWNED" not in json.dumps(fake.calls)
 
 
@@ -144,7 +145,7 @@ def test_answer_endpoint_rewrites_follow_ups(api, fake):
 
 def test_models_and_health(api):
     assert api.get("/v1/models").json()["data"][0]["id"] == "rag"
-    assert api.get("/healthz").json() == {"status": "ok"}
+    assert api.get("/healthz").json() == {"status": "ok", "in_flight": 0, "limit": Settings().max_in_flight}
 
 
 @pytest.mark.parametrize("header", [None, "Bearer wrong", f"Bearer {KEY}x", KEY, f"bearer  {KEY}"])
@@ -251,7 +252,7 @@ def test_real_models_health_and_auth(client, served):
     import openai
 
     assert [m.id for m in client.models.list()] == ["rag"]
-    assert httpx.get(f"{served}/healthz").json() == {"status": "ok"}
+    assert httpx.get(f"{served}/healthz").json()["status"] == "ok"
     with pytest.raises(openai.AuthenticationError) as err:
         client.with_options(api_key="wrong").chat.completions.create(model="rag", messages=[{"role": "user", "content": QUESTION}])
     assert err.value.status_code == 401
@@ -290,3 +291,92 @@ def test_real_concurrent_requests_get_their_own_answers(client):
     assert all(q == searched for q, searched, _ in results)
     for q in set(questions):
         assert len({text for asked, _, text in results if asked == q}) == 1
+
+
+# -- one admission limit for the UI and /v1 --------------------------------------------------------
+def test_admission_turns_away_past_its_limit_and_frees_places():
+    from rag.serve.admission import Admission, Busy
+
+    places = Admission(2, degrade_after=1)
+    with places.enter():
+        assert not places.crowded()
+        with places.enter():
+            assert places.in_flight == 2 and places.crowded()
+            with pytest.raises(Busy) as busy:
+                with places.enter():
+                    pass
+            assert busy.value.retry_after >= 1 and "try again in" in str(busy.value)
+    assert places.in_flight == 0 and places.turned_away == 1
+    with places.enter():  # a place is free again
+        assert places.in_flight == 1
+    with pytest.raises(ValueError):
+        Admission(0)
+
+
+def test_a_full_server_answers_503_with_retry_after_at_once(fake):
+    from rag.serve.admission import Admission
+
+    places = Admission(1)
+    client = TestClient(create_app(fake, admission=places))
+    with places.enter():  # the UI holds the only place
+        r = chat(client, [{"role": "user", "content": "How much did Meta offer?"}])
+        a = client.post("/v1/answer", json={"question": "How much did Meta offer?"})
+    assert r.status_code == a.status_code == 503 and fake.calls == []
+    assert int(r.headers["Retry-After"]) >= 1 and "busy" in r.json()["error"]["message"]
+    assert chat(client, [{"role": "user", "content": "How much did Meta offer?"}]).status_code == 200  # freed
+
+
+def test_a_crowded_server_asks_for_quick_answers(fake):
+    from rag.serve.admission import Admission
+
+    crowded = TestClient(create_app(fake, admission=Admission(4, degrade_after=0)))
+    calm = TestClient(create_app(fake, admission=Admission(4, degrade_after=None)))
+    assert chat(crowded, [{"role": "user", "content": "How much did Meta offer?"}]).status_code == 200
+    assert chat(calm, [{"role": "user", "content": "How much did Meta offer?"}]).status_code == 200
+    assert "in flight" in fake.calls[0]["quick"] and fake.calls[1]["quick"] == ""
+
+
+def test_a_client_that_hangs_up_stops_its_answer_and_frees_its_place():
+    """The API watches for a disconnect while an answer is made; when the client hangs up, the
+    generation is stopped at its next piece (on_token raises) and the place is freed."""
+    import threading
+    import time
+
+    import uvicorn
+
+    from rag.eval.load import free_port
+    from rag.serve.admission import Admission
+
+    class Slow(FakePipeline):
+        stopped: tuple[int, str] | None = None
+
+        def answer(self, question, top_k=None, searched=None, on_token=None, quick=""):
+            for n in range(600):  # a generation of a minute, one piece every 0.1 s
+                try:
+                    on_token("x")
+                except Exception as err:
+                    self.stopped = (n, type(err).__name__)
+                    raise
+                time.sleep(0.1)
+            return super().answer(question)
+
+    slow, places = Slow(), Admission(2)
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(slow, admission=places), host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not server.started and time.monotonic() < deadline:
+            time.sleep(0.05)
+        with pytest.raises(httpx.ReadTimeout):
+            httpx.post(f"http://127.0.0.1:{port}/v1/answer", json={"question": "How much?"}, timeout=httpx.Timeout(10, read=0.5))
+        while slow.stopped is None and time.monotonic() < deadline:  # a hang guard, not a speed check
+            time.sleep(0.05)
+        assert slow.stopped is not None and slow.stopped[0] < 599 and slow.stopped[1] == "_ClientGone"
+        while places.in_flight and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert places.in_flight == 0
+    finally:
+        server.should_exit = True
+        thread.join(30)

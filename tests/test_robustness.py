@@ -443,14 +443,23 @@ def test_system_prompt_is_never_echoed(pipeline, injected, question):
 
 @pytest.mark.slow
 def test_threads_share_the_pipeline_without_mixing_answers(pipeline):
-    questions = [PODCAST, MUSK, OFF_TOPIC]
-    expected = {q: fingerprint(pipeline.answer(q)) for q in questions}
+    """24 answers from 8 threads at once, their phrasings decoded together in batches: each is
+    its own question's answer (same span, same cited passages, refused alike); only a phrasing's
+    words may differ, since bfloat16 rounds a padded batch differently (tests/test_llm.py)."""
+    from rag.eval.load import belongs
+
+    questions = ["How much money is Meta offering AI researchers?", "How much does Meta plan to spend on AI in 2025?", OFF_TOPIC]
+    expected = {q: pipeline.answer(q).model_dump(mode="json") for q in questions}
+    assert [a["refused"] for a in expected.values()] == [False, False, True]  # two phrased spans, one refusal
     jobs = [q for _ in range(8) for q in questions]
     with ThreadPoolExecutor(max_workers=8) as pool:
         answers = list(pool.map(pipeline.answer, jobs))
+    assert pipeline.generator.peak >= 2  # phrasings were decoded together
     for q, a in zip(jobs, answers):
         assert a.question == q
-        assert fingerprint(a) == expected[q]
+        assert belongs(a.model_dump(mode="json"), expected[q]), (q, a.text, expected[q]["text"])
+        for other in set(questions) - {q}:
+            assert not belongs(a.model_dump(mode="json"), expected[other])
 
 
 @pytest.mark.slow
@@ -460,11 +469,12 @@ def test_waiting_for_the_model_does_not_time_out_a_request(generator, monkeypatc
     monkeypatch.setattr(generator, "settings", generator.settings.model_copy(update={"timeout_s": 0.5}))
     wait_s = generator.settings.timeout_s + 30 + 1
     out: list = []
-    with generator._run_lock:  # another user's generation holds the model this long
-        worker = threading.Thread(target=lambda: out.append(generator.generate([{"role": "user", "content": "Hi"}], 4)))
-        worker.start()
-        time.sleep(wait_s)
-    worker.join(120)
+    submit = generator._submit
+    # the decoder takes the sequence only this late, as when other users' batches fill it
+    monkeypatch.setattr(generator, "_submit", lambda s: threading.Timer(wait_s, submit, args=(s,)).start())
+    worker = threading.Thread(target=lambda: out.append(generator.generate([{"role": "user", "content": "Hi"}], 4)))
+    worker.start()
+    worker.join(wait_s + 120)
     assert out and out[0].new_tokens >= 1
 
 

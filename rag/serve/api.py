@@ -4,7 +4,8 @@
   answer with its [n] markers, and a `citations` array rides in the response (and in the last
   stream chunk). Earlier user turns feed the follow-up rewriting; client system messages are
   ignored, so they can never replace our instructions.
-- `GET /v1/models`, `POST /v1/answer` (the Answer JSON), `GET /healthz`.
+- `GET /v1/models`, `POST /v1/answer` (the Answer JSON), `GET /healthz` (with questions in flight).
+- One admission limit with the UI (`Admission`): past it, 503 with `Retry-After`.
 
 With `RAG_API_KEY` set (`Settings.api_key`), every /v1 route wants `Authorization: Bearer <key>`,
 compared in constant time; a wrong or missing key gets a bare 401.
@@ -17,8 +18,10 @@ import hmac
 import json
 import logging
 import re
+import threading
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Iterator, Sequence
 from typing import Any, Literal, Protocol
 
@@ -27,7 +30,9 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 from ..answering.followup import rewrite
+from ..config import Settings
 from ..types import Answer, Citation
+from .admission import Admission, Busy
 
 log = logging.getLogger(__name__)
 
@@ -35,13 +40,13 @@ MODEL = "rag"
 MAX_BODY_BYTES = 256 * 1024  # a chat of 100 long turns fits; anything bigger is not a question
 MAX_MESSAGES = 100  # turns in one request; only the last MAX_HISTORY user turns are read
 MAX_HISTORY = 8  # earlier user turns used as the frame for follow-ups (the UI keeps 8 too)
-MAX_BUSY = 32  # requests answering or waiting at once; more get 503 (the UI queue holds 32)
 
 
 class AnswersQuestions(Protocol):
-    """What the API needs from rag.pipeline.Pipeline."""
+    """What the API needs from rag.pipeline.Pipeline: `on_token` may raise to stop a generation
+    (the client went away); `quick` says why a fact answer skips the LLM's phrasing."""
 
-    def answer(self, question: str, top_k: int | None = None, searched: str | None = None) -> Answer: ...
+    def answer(self, question: str, top_k: int | None = None, searched: str | None = None, on_token=None, quick: str = "") -> Answer: ...
 
 
 # -- request bodies --------------------------------------------------------------------------
@@ -242,17 +247,38 @@ class _Unauthorized(Exception):
     pass
 
 
+class _ClientGone(Exception):
+    """Raised into a generation whose client disconnected, to free its place at once."""
+
+
+async def _watch_disconnect(request: Request, gone: threading.Event) -> bool:
+    """Set `gone` when the client disconnects (checked every 0.1 s while its answer is made)."""
+    while not gone.is_set():
+        if await request.is_disconnected():
+            gone.set()
+            return True
+        await asyncio.sleep(0.1)
+    return False
+
+
 # -- the app ------------------------------------------------------------------------------------
-def create_app(pipeline: AnswersQuestions, api_key: SecretStr | str | None = None) -> FastAPI:
+def create_app(pipeline: AnswersQuestions, api_key: SecretStr | str | None = None, admission: Admission | None = None) -> FastAPI:
     """A FastAPI app with the API routes; mount the Gradio UI on it with `mount_ui`.
 
     Args:
-        pipeline: anything with `answer(question, top_k=None, searched=None) -> Answer`,
-            loaded already (call its warm_up() first) and safe to call from several threads.
+        pipeline: anything with `answer(question, top_k=None, searched=None, on_token=None,
+            quick="") -> Answer`, loaded already (call its warm_up() first) and safe to call
+            from several threads.
         api_key: when set, the /v1 routes need it as a bearer token.
+        admission: the places shared with the UI (`rag serve` passes one to both); None: its own,
+            from the pipeline's settings.
     """
     app = FastAPI(title="rag", docs_url=None, redoc_url=None, openapi_url=None)
-    busy = {"n": 0}
+    admission = admission or Admission.from_settings(getattr(pipeline, "settings", None) or Settings())
+    # one thread per place, so every admitted question runs at once (the models batch or share
+    # themselves); asyncio's default pool would queue all but a few out of the admission's sight
+    workers = ThreadPoolExecutor(max_workers=admission.limit, thread_name_prefix="rag-api")
+    app.state.admission = admission
 
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, err: ApiError) -> JSONResponse:
@@ -262,24 +288,41 @@ def create_app(pipeline: AnswersQuestions, api_key: SecretStr | str | None = Non
     async def _unauthorized(request: Request, err: _Unauthorized) -> Response:
         return Response(status_code=401, headers={"WWW-Authenticate": "Bearer"})
 
-    async def answer(question: str, top_k: int | None, searched: str | None) -> Answer:
-        if busy["n"] >= MAX_BUSY:
-            raise ApiError(503, "The server is busy; try again in a moment.", "server_error")
-        busy["n"] += 1
-        try:
-            return await asyncio.to_thread(pipeline.answer, question, top_k=top_k, searched=searched)
-        except ValueError as err:  # the question failed validation (empty, too long, ...)
-            raise ApiError(400, str(err)) from None
-        except Exception as err:  # say what failed in one line; the log has the traceback
-            log.exception("answering %r failed", question[:200])
-            line = " ".join(str(err).split())[:300] or type(err).__name__
-            raise ApiError(500, f"Answering failed: {line}", "server_error") from None
-        finally:
-            busy["n"] -= 1
+    @app.exception_handler(Busy)
+    async def _busy(request: Request, err: Busy) -> JSONResponse:
+        response = ApiError(503, str(err), "server_error").response()
+        response.headers["Retry-After"] = str(err.retry_after)
+        return response
+
+    async def answer(request: Request, question: str, top_k: int | None, searched: str | None) -> Answer:
+        gone = threading.Event()
+
+        def stop_if_gone(piece: str) -> None:
+            if gone.is_set():
+                raise _ClientGone
+        with admission.enter():  # Busy -> 503 with Retry-After
+            quick = f"{admission.in_flight} questions in flight (more than {admission.degrade_after})" if admission.crowded() else ""
+            job = asyncio.get_running_loop().run_in_executor(
+                workers, lambda: pipeline.answer(question, top_k=top_k, searched=searched, on_token=stop_if_gone, quick=quick)
+            )
+            watcher = asyncio.create_task(_watch_disconnect(request, gone))
+            try:
+                return await job
+            except _ClientGone:  # nobody to answer; the place is free again
+                raise ApiError(499, "The client closed the request.") from None
+            except ValueError as err:  # the question failed validation (empty, too long, ...)
+                raise ApiError(400, str(err)) from None
+            except Exception as err:  # say what failed in one line; the log has the traceback
+                log.exception("answering %r failed", question[:200])
+                line = " ".join(str(err).split())[:300] or type(err).__name__
+                raise ApiError(500, f"Answering failed: {line}", "server_error") from None
+            finally:
+                watcher.cancel()
 
     @app.get("/healthz")
-    def healthz() -> dict[str, str]:
-        return {"status": "ok"}
+    def healthz() -> dict[str, Any]:
+        """Up, and how loaded: questions in flight (UI and API together) of the limit."""
+        return {"status": "ok", "in_flight": admission.in_flight, "limit": admission.limit}
 
     v1 = APIRouter(prefix="/v1", dependencies=[Depends(require_key(api_key))])
 
@@ -291,14 +334,14 @@ def create_app(pipeline: AnswersQuestions, api_key: SecretStr | str | None = Non
     async def answer_route(request: Request) -> dict[str, Any]:
         body: AnswerRequest = await read_body(request, AnswerRequest)
         searched = rewrite(body.question, body.history[-MAX_HISTORY:])
-        a = await answer(body.question, body.top_k, searched or None)
+        a = await answer(request, body.question, body.top_k, searched or None)
         return a.model_dump(mode="json")
 
     @v1.post("/chat/completions")
     async def chat(request: Request) -> Response:
         body: ChatRequest = await read_body(request, ChatRequest)
         question, searched = question_and_searched(body.messages)
-        a = await answer(question, body.top_k, searched or None)
+        a = await answer(request, question, body.top_k, searched or None)
         completion_id, created = _completion_id(), int(time.time())
         if body.stream:
             return StreamingResponse(
@@ -318,14 +361,16 @@ def mount_ui(app: FastAPI, blocks: Any, **gradio_kwargs: Any) -> FastAPI:
 
 
 def serve(
-    pipeline: AnswersQuestions, blocks: Any, host: str, port: int, api_key: SecretStr | None = None, **gradio_kwargs: Any
+    pipeline: AnswersQuestions, blocks: Any, host: str, port: int, api_key: SecretStr | None = None,
+    admission: Admission | None = None, **gradio_kwargs: Any,
 ) -> None:
     """Serve the UI at / and the API at /v1 on one port until interrupted.
 
     Args:
         api_key: the bearer token the /v1 routes require (`Settings.api_key`); None leaves them open.
+        admission: the places the UI's `blocks` were built with, so both share one limit.
     """
     import uvicorn
 
-    app = mount_ui(create_app(pipeline, api_key), blocks, server_name=host, server_port=port, **gradio_kwargs)
+    app = mount_ui(create_app(pipeline, api_key, admission), blocks, server_name=host, server_port=port, **gradio_kwargs)
     uvicorn.run(app, host=host, port=port, log_level="warning")

@@ -22,6 +22,7 @@ from ..lexicon import STOPWORDS
 from ..text import words
 from ..answering.confidence import confidence_label
 from ..types import Answer, Citation, Document
+from .admission import Admission, Busy
 
 log = logging.getLogger(__name__)
 
@@ -289,8 +290,16 @@ def answer_json(answer: Answer) -> dict[str, Any]:
 
 
 # -- the app -----------------------------------------------------------------------------
-def build(pipeline: Pipeline) -> gr.Blocks:
-    """The Blocks app over a loaded pipeline (call pipeline.warm_up() first to load it)."""
+def build(pipeline: Pipeline, admission: Admission | None = None) -> gr.Blocks:
+    """The Blocks app over a loaded pipeline (call pipeline.warm_up() first to load it).
+
+    `admission`: the places shared with the /v1 API (`launch` passes one to both); None: its
+    own, from the settings. Up to its limit questions are answered at once.
+    """
+    admission = admission or Admission.from_settings(pipeline.settings)
+
+    def quick_reason() -> str:
+        return f"{admission.in_flight} questions in flight (more than {admission.degrade_after})" if admission.crowded() else ""
     documents = list(pipeline.index.documents.values())
     page_title, description = describe_corpus(documents)
     default_k = pipeline.settings.top_k
@@ -306,14 +315,19 @@ def build(pipeline: Pipeline) -> gr.Blocks:
             {"role": "user", "content": render_user(question)},
             {"role": "assistant", "content": render_streaming("")},
         ]
-        yield "", shown, turns
         streamed = ""
         try:
-            stream = pipeline.stream(question, top_k=int(top_k), searched=searched)
-            for piece in stream:
-                streamed += piece
-                shown[-1] = {"role": "assistant", "content": render_streaming(streamed)}
+            with admission.enter():  # a client that leaves closes this generator: the place is freed
                 yield "", shown, turns
+                stream = pipeline.stream(question, top_k=int(top_k), searched=searched, quick=quick_reason())
+                for piece in stream:
+                    streamed += piece
+                    shown[-1] = {"role": "assistant", "content": render_streaming(streamed)}
+                    yield "", shown, turns
+        except Busy as err:
+            gr.Warning(str(err))
+            yield message, render_messages(turns, show_sources), turns
+            return
         except ValueError as err:  # the question failed validation (too long, ...)
             gr.Warning(str(err))
             yield message, render_messages(turns, show_sources), turns
@@ -381,8 +395,9 @@ def build(pipeline: Pipeline) -> gr.Blocks:
             raise gr.Error(f"top_k must be between 1 and {MAX_TOP_K}, not {top_k}.")
         searched = rewrite(question, list(history or [])[-MAX_TURNS:])
         try:
-            return answer_json(pipeline.answer(question, top_k=top_k, searched=searched or None))
-        except ValueError as err:
+            with admission.enter():
+                return answer_json(pipeline.answer(question, top_k=top_k, searched=searched or None, quick=quick_reason()))
+        except (Busy, ValueError) as err:
             raise gr.Error(str(err)) from err
 
     examples = [{"text": q} for q in example_questions(documents)]
@@ -429,7 +444,7 @@ def build(pipeline: Pipeline) -> gr.Blocks:
                     label="Source", show_label=True, container=True,
                 )
 
-        llm = dict(concurrency_limit=1, concurrency_id="llm")
+        llm = dict(concurrency_limit=admission.limit, concurrency_id="llm")  # the models batch or share themselves
         ask_inputs = [box, turns, top_k, show_sources]
         ask_outputs = [box, chatbot, turns]
         box.submit(respond, ask_inputs, ask_outputs, api_visibility="private", **llm)
@@ -455,9 +470,10 @@ def launch(host: str = "127.0.0.1", port: int = 7860) -> None:
     pipeline = Pipeline(Settings())
     log.info("warming up: loading the index and models")
     pipeline.warm_up()
-    demo = build(pipeline)
+    admission = Admission.from_settings(pipeline.settings)  # one limit for the chat and /v1 together
+    demo = build(pipeline, admission)
     demo.queue(default_concurrency_limit=1, max_size=QUEUE_SIZE)
     print(f"rag chat UI ready on http://{host}:{port} (OpenAI-compatible API at /v1)", flush=True)
     from .api import serve
 
-    serve(pipeline, demo, host=host, port=port, api_key=pipeline.settings.api_key, css=CSS, show_error=True, footer_links=["api"])
+    serve(pipeline, demo, host=host, port=port, api_key=pipeline.settings.api_key, admission=admission, css=CSS, show_error=True, footer_links=["api"])
