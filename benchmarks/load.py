@@ -58,9 +58,10 @@ def measure(env: dict[str, str], clients: int, per_client: int, burst: int, log_
             "together_p95_s": round(percentile([o.seconds for o in ok], 95), 2),
             "errors": [f"{o.question}: {o.status} {o.error[:120]}" for o in alone + together if not o.answer],
             "mixed": [o.question for o in ok if o.question in reference and not belongs(o.answer, reference[o.question])],
-            "quick": sum("not phrased" in (o.answer or {}).get("reason", "") for o in ok),
+            "quick": sum("not phrased" in (o.answer or {}).get("reason", "") for o in ok),  # answers that skipped the LLM
             "routes_alone": _count(o.answer["route"] for o in alone if o.answer),
             "routes_together": _count(o.answer["route"] for o in ok),
+            "rss_mb_after_load": round(rss_mb(pid)),
         }
         if burst:
             before = rss_mb(pid)

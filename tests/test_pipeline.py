@@ -126,3 +126,27 @@ def test_fact_answers_are_short_and_their_span_is_in_the_cited_sentence(pipeline
     assert any(a.span in c.text for c in a.citations), "the cited sentence holds the span verbatim"
     assert len(a.text.split()) <= 30, a.text
     assert a.signals.no_answer < pipeline.settings.reader_no_answer
+
+
+def test_a_quick_answer_skips_the_llm_and_keeps_its_span_and_citations(pipeline):
+    """`quick` (a crowded server): no generation at all; a fact answer is the reader's span with
+    the same cited sentences as the phrased answer, anything else the passages quoted; the
+    reason says why."""
+    from fakes import ScriptedGenerator
+    from rag.pipeline import Pipeline
+
+    llm = ScriptedGenerator("Meta offered researchers $100 million [1].")
+    p = Pipeline(pipeline.settings, index=pipeline.index, embedder=pipeline.embedder, reader=pipeline.reader, generator=llm)
+    fact = "How much money is Meta offering AI researchers?"
+    phrased = p.answer(fact)
+    assert llm.calls and phrased.span and not phrased.refused
+    llm.calls.clear()
+    quick = p.answer(fact, quick="20 questions in flight")
+    assert not llm.calls
+    assert (quick.route, quick.span, quick.refused) == ("extractive", phrased.span, False)
+    assert quick.reason.endswith("not phrased: 20 questions in flight") and phrased.span in quick.text
+    assert [(c.doc_id, c.start, c.end) for c in quick.citations] == [(c.doc_id, c.start, c.end) for c in phrased.citations]
+    how = p.answer("How is Mark Zuckerberg recruiting AI talent?", quick="busy")
+    assert not llm.calls and how.route in ("extractive", "refused")
+    if not how.refused:
+        assert how.reason.endswith("not phrased: busy") and how.citations and all(c.text in how.text for c in how.citations)

@@ -4,7 +4,8 @@ Every question served takes a place (`Admission.enter()`) for as long as it is a
 `limit` places taken, the next gets `Busy` at once, saying how long to wait (the recent answer
 time), instead of queueing without bound; the API answers it 503 with `Retry-After`, the UI
 with a notice. While more than `degrade_after` questions are in flight, `crowded()` is true and
-fact answers skip the LLM's phrasing, so a deep queue drains at the reader's speed.
+answers skip the LLM (a fact is the reader's span, anything else the passages quoted), so a deep
+queue drains at the reader's speed.
 """
 
 from __future__ import annotations
@@ -54,6 +55,11 @@ class Admission:
     def crowded(self) -> bool:
         """More questions in flight than `degrade_after`."""
         return self.degrade_after is not None and self._in_flight > self.degrade_after
+
+    def quick_reason(self) -> str:
+        """Why answers skip the LLM now ("N questions in flight (more than M)"), or "" when not crowded."""
+        n = self._in_flight
+        return f"{n} questions in flight (more than {self.degrade_after})" if self.crowded() else ""
 
     def retry_after(self) -> int:
         """Whole seconds until a place is likely free: the recent answer time, 1-60."""

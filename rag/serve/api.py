@@ -44,9 +44,9 @@ MAX_HISTORY = 8  # earlier user turns used as the frame for follow-ups (the UI k
 
 class AnswersQuestions(Protocol):
     """What the API needs from rag.pipeline.Pipeline: `on_token` may raise to stop a generation
-    (the client went away); `quick` says why a fact answer skips the LLM's phrasing."""
+    (the client went away); `quick` says why the answer skips the LLM."""
 
-    def answer(self, question: str, top_k: int | None = None, searched: str | None = None, on_token=None, quick: str = "") -> Answer: ...
+    def answer(self, question: str, top_k: int | None = None, searched: str | None = None, on_token=None, quick=None) -> Answer: ...
 
 
 # -- request bodies --------------------------------------------------------------------------
@@ -267,7 +267,7 @@ def create_app(pipeline: AnswersQuestions, api_key: SecretStr | str | None = Non
 
     Args:
         pipeline: anything with `answer(question, top_k=None, searched=None, on_token=None,
-            quick="") -> Answer`, loaded already (call its warm_up() first) and safe to call
+            quick=None) -> Answer`, loaded already (call its warm_up() first) and safe to call
             from several threads.
         api_key: when set, the /v1 routes need it as a bearer token.
         admission: the places shared with the UI (`rag serve` passes one to both); None: its own,
@@ -301,9 +301,8 @@ def create_app(pipeline: AnswersQuestions, api_key: SecretStr | str | None = Non
             if gone.is_set():
                 raise _ClientGone
         with admission.enter():  # Busy -> 503 with Retry-After
-            quick = f"{admission.in_flight} questions in flight (more than {admission.degrade_after})" if admission.crowded() else ""
             job = asyncio.get_running_loop().run_in_executor(
-                workers, lambda: pipeline.answer(question, top_k=top_k, searched=searched, on_token=stop_if_gone, quick=quick)
+                workers, lambda: pipeline.answer(question, top_k=top_k, searched=searched, on_token=stop_if_gone, quick=admission.quick_reason)
             )
             watcher = asyncio.create_task(_watch_disconnect(request, gone))
             try:

@@ -297,9 +297,6 @@ def build(pipeline: Pipeline, admission: Admission | None = None) -> gr.Blocks:
     own, from the settings. Up to its limit questions are answered at once.
     """
     admission = admission or Admission.from_settings(pipeline.settings)
-
-    def quick_reason() -> str:
-        return f"{admission.in_flight} questions in flight (more than {admission.degrade_after})" if admission.crowded() else ""
     documents = list(pipeline.index.documents.values())
     page_title, description = describe_corpus(documents)
     default_k = pipeline.settings.top_k
@@ -319,7 +316,7 @@ def build(pipeline: Pipeline, admission: Admission | None = None) -> gr.Blocks:
         try:
             with admission.enter():  # a client that leaves closes this generator: the place is freed
                 yield "", shown, turns
-                stream = pipeline.stream(question, top_k=int(top_k), searched=searched, quick=quick_reason())
+                stream = pipeline.stream(question, top_k=int(top_k), searched=searched, quick=admission.quick_reason)
                 for piece in stream:
                     streamed += piece
                     shown[-1] = {"role": "assistant", "content": render_streaming(streamed)}
@@ -396,7 +393,7 @@ def build(pipeline: Pipeline, admission: Admission | None = None) -> gr.Blocks:
         searched = rewrite(question, list(history or [])[-MAX_TURNS:])
         try:
             with admission.enter():
-                return answer_json(pipeline.answer(question, top_k=top_k, searched=searched or None, quick=quick_reason()))
+                return answer_json(pipeline.answer(question, top_k=top_k, searched=searched or None, quick=admission.quick_reason))
         except (Busy, ValueError) as err:
             raise gr.Error(str(err)) from err
 
