@@ -44,6 +44,26 @@ def check(folder: Path, fmt: str, name: str) -> dict:
     return manifest
 
 
+def load(folder: Path, model_class: str, threads: int, quantize: bool):
+    """(tokenizer, model) of a checked weights folder, in eval mode on CPU, the linear layers in
+    int8 when `quantize` (dynamic quantisation; measured per model in benchmarks/).
+
+    `model_class` names the transformers Auto class, e.g. "AutoModelForQuestionAnswering".
+    """
+    import torch
+    import transformers
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    torch.set_num_threads(threads)
+    tokenizer = transformers.AutoTokenizer.from_pretrained(folder)
+    model = getattr(transformers, model_class).from_pretrained(folder, dtype=torch.float32).eval()
+    if quantize:
+        model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+    return tokenizer, model
+
+
 def write_manifest(folder: Path, record: dict, fmt: str) -> dict:
     """Write `folder`'s manifest: format, weights sha256 and size, and the training record."""
     weights = folder / WEIGHTS

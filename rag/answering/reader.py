@@ -15,7 +15,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
-from ..weights import MANIFEST, WEIGHTS, WeightsError, check, write_manifest as _write_manifest
+from ..weights import MANIFEST, WEIGHTS, WeightsError, check, load, write_manifest as _write_manifest
 from .spans import best_span
 
 READER_DIR = Path(__file__).resolve().parents[1] / "models" / "reader"
@@ -118,19 +118,7 @@ class Reader:
             if self._model is not None:
                 return
             self.manifest = check_weights(self.folder)
-            import torch
-            from transformers import AutoModelForQuestionAnswering, AutoTokenizer
-            from transformers.utils import logging as hf_logging
-
-            hf_logging.set_verbosity_error()
-            hf_logging.disable_progress_bar()
-            torch.set_num_threads(self.threads)
-            tokenizer = AutoTokenizer.from_pretrained(self.folder)
-            model = AutoModelForQuestionAnswering.from_pretrained(self.folder, dtype=torch.float32).eval()
-            if self.quantize:
-                model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
-            self._tokenizer = tokenizer
-            self._model = model
+            self._tokenizer, self._model = load(self.folder, "AutoModelForQuestionAnswering", self.threads, self.quantize)
 
     def _clip_question(self, question: str) -> str:
         """The question cut to `max_question_tokens` word pieces, so a window keeps room for the

@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
-from ..weights import WeightsError, check, write_manifest as _write_manifest
+from ..weights import WeightsError, check, load, write_manifest as _write_manifest
 
 RERANKER_DIR = Path(__file__).resolve().parents[1] / "models" / "reranker"
 MANIFEST_FORMAT = "rag-reranker v1"
@@ -51,18 +51,7 @@ class Reranker:
                 self.manifest = check(self.folder, MANIFEST_FORMAT, "reranker")
             except WeightsError as err:
                 raise RerankerError(str(err)) from err
-            import torch
-            from transformers import AutoModelForSequenceClassification, AutoTokenizer
-            from transformers.utils import logging as hf_logging
-
-            hf_logging.set_verbosity_error()
-            hf_logging.disable_progress_bar()
-            torch.set_num_threads(self.threads)
-            tokenizer = AutoTokenizer.from_pretrained(self.folder)
-            model = AutoModelForSequenceClassification.from_pretrained(self.folder, dtype=torch.float32).eval()
-            if self.quantize:
-                model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
-            self._tokenizer, self._model = tokenizer, model
+            self._tokenizer, self._model = load(self.folder, "AutoModelForSequenceClassification", self.threads, self.quantize)
 
     def scores(self, question: str, passages: list[str]) -> list[float]:
         """One relevance score per passage (a logit: compare within one question only)."""
