@@ -92,13 +92,12 @@ class Retriever:
             scores = dict(zip(reranked, self.rerank(question, [self.index.chunk(i).text for i in reranked])))
             kept = sorted(reranked, key=lambda i: -scores[i]) + kept[len(reranked) :]
         top = kept[:k]
-        if extras:
-            chosen = np.asarray([vectors[head.index(i)] for i in top]) if top else np.zeros((0, vectors.shape[1]), dtype=np.float32)
-            for n, i in enumerate(extras):
-                v = vectors[len(head) + n]
-                if i not in top and (len(chosen) == 0 or float((chosen @ v).max()) < s.duplicate_cosine):
-                    top.append(i)
-                    chosen = np.vstack([chosen, v[None, :]])
+        if extras:  # each ranker's head, after the top k and without copies of anything before it
+            row: dict[int, int] = {}
+            for n, i in enumerate(head + extras):
+                row.setdefault(i, n)
+            pool = top + extras
+            top = _distinct(pool, vectors[[row[i] for i in pool]], s.duplicate_cosine)
         return [
             Hit(chunk=self.index.chunk(i), score=fused.get(i, 0.0), dense=float(cosines[i]), bm25=bm25.get(i, 0.0), rerank=scores.get(i))
             for i in top
