@@ -99,6 +99,25 @@ def test_syndicated_copies_take_one_place_in_the_top_five(tmp_path):
     assert len({h.chunk.text for h in hits}) == 5
 
 
+def test_the_reranker_orders_the_head_and_scores_a_question_once(tmp_path):
+    """The rerank callable orders the first candidates; `search` and `candidates` of the same
+    question (as `rag eval` asks both) score its passages once."""
+    plain = _retriever(tmp_path / "a", EDITIONS)
+    calls: list[str] = []
+
+    def prefer_2020(question: str, passages: list[str]) -> list[float]:
+        calls.append(question)
+        return [1.0 if "2020" in p else 0.0 for p in passages]
+
+    reranked = Retriever(plain.index, plain.embedder, plain.settings, rerank=prefer_2020)
+    question = "Which crew won the Harbor Cup regatta?"
+    assert reranked.search(question, 3)[0].chunk.doc_id == "cup2020"
+    assert reranked.candidates(question, 3)[0].chunk.doc_id == "cup2020"
+    assert calls == [question]
+    reranked.search("Who won the Harbor Cup?", 3)
+    assert len(calls) == 2
+
+
 @pytest.mark.parametrize("question", ["the of and is", "2022", "zqxvbnmw", "-- ?? --", "Llama3"])
 def test_questions_with_little_to_search_for_return_a_list(tmp_path, question):
     hits = _retriever(tmp_path, EDITIONS).search(question, 5)

@@ -4,6 +4,8 @@ question's years checked; near-duplicates collapsed; the head reranked) -> evide
 from __future__ import annotations
 
 import re
+import threading
+from collections import OrderedDict
 from collections.abc import Callable
 
 import numpy as np
@@ -13,6 +15,8 @@ from .embedding import Encoder
 from .manifest import Index
 from ..text import index_terms, terms
 from ..types import Evidence, Hit
+
+RERANK_CACHE = 256  # questions whose reranker scores are kept (a few KB each)
 
 
 class Retriever:
@@ -32,6 +36,8 @@ class Retriever:
         self.embedder = embedder
         self.settings = settings
         self.rerank = rerank
+        self._reranked: OrderedDict[tuple, list[float]] = OrderedDict()  # (question, chunk ids) -> scores
+        self._reranked_lock = threading.Lock()
 
     def warm_up(self) -> None:
         """Combine the segments' BM25 statistics and lookup tables now, not on the first question.
@@ -89,7 +95,7 @@ class Retriever:
         scores: dict[int, float] = {}
         if self.rerank and len(kept) > 1:
             reranked = kept[: s.rerank_depth]
-            scores = dict(zip(reranked, self.rerank(question, [self.index.chunk(i).text for i in reranked])))
+            scores = dict(zip(reranked, self._rerank_scores(question, reranked)))
             kept = sorted(reranked, key=lambda i: -scores[i]) + kept[len(reranked) :]
         top = kept[:k]
         if extras:  # each ranker's head, after the top k and without copies of anything before it
@@ -102,6 +108,22 @@ class Retriever:
             Hit(chunk=self.index.chunk(i), score=fused.get(i, 0.0), dense=float(cosines[i]), bm25=bm25.get(i, 0.0), rerank=scores.get(i))
             for i in top
         ]
+
+    def _rerank_scores(self, question: str, ids: list[int]) -> list[float]:
+        """The reranker's scores, remembered for the last RERANK_CACHE questions: `search` and
+        `candidates` rerank the same chunks, and `rag eval` asks both of each question."""
+        key = (question, tuple(ids))
+        with self._reranked_lock:
+            if key in self._reranked:
+                self._reranked.move_to_end(key)
+                return self._reranked[key]
+        assert self.rerank is not None
+        scores = self.rerank(question, [self.index.chunk(i).text for i in ids])
+        with self._reranked_lock:
+            self._reranked[key] = scores
+            while len(self._reranked) > RERANK_CACHE:
+                self._reranked.popitem(last=False)
+        return scores
 
     def evidence(self, question: str, hits: list[Hit], n: int) -> list[Evidence]:
         """The n sentences of the retrieved chunks that best support an answer (page furniture
