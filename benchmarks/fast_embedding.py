@@ -9,13 +9,16 @@ reported as texts/s and as its ratio to today's encode of the same round (median
 so a shared machine's load hits them alike. Every option's vectors are compared with today's,
 vector by vector (min and mean cosine).
 
-Quality (`--quality`): hit@5 and MRR of retrieval (the shipped retriever: hybrid, reranker) on
-both golden sets, each with its own index built by the backend in a temporary folder, the
-questions embedded by the same backend.
+Quality (`--quality`): hit@1, hit@5 and MRR of retrieval on both golden sets (the document of the
+answer among the first 10 chunks' documents, as `rag eval` counts it; answerable questions), each
+set with its own index built by the backend in a temporary folder and the questions embedded by
+the same backend; with the shipped retriever (BM25 + dense fused, reranked) and with dense
+vectors alone (where a change in the vectors shows undiluted).
 
-    python -m benchmarks.fast_embedding [--rounds 3] [--texts 600] [--quality torch onnx onnx-int8]
+    python -m benchmarks.fast_embedding [--rounds 3] [--texts 600]
+    python -m benchmarks.fast_embedding --quality torch onnx onnx-int8 [--sets FILE ...] [--name NAME]
 
-Writes benchmarks/results/<date>-<commit>-fast-embedding.json (and -retrieval.json with --quality).
+Writes benchmarks/results/<date>-<commit>-fast-embedding.json, or with --quality <name>.json.
 """
 
 from __future__ import annotations
@@ -169,13 +172,15 @@ ST_ONNX = (
 )
 
 
-def quality(backends: list[str]) -> dict:
-    """hit@5 and MRR of retrieval on both golden sets, index and questions embedded by each backend."""
+SETS = ("tests/golden/golden.jsonl", "tests/golden/squad/squad.jsonl")
+
+
+def quality(backends: list[str], sets: list[str]) -> dict:
+    """hit@5 and MRR of retrieval on golden sets, index and questions embedded by each backend."""
     from rag.eval.golden import load_golden, settings_for
     from rag.pipeline import Pipeline
 
-    root = Settings().root
-    sets = [root / "tests/golden/golden.jsonl", root / "tests/golden/squad/squad.jsonl"]
+    sets = [Settings().root / s for s in sets]
     out: dict = {}
     with tempfile.TemporaryDirectory() as tmp:
         for golden in sets:
@@ -187,17 +192,18 @@ def quality(backends: list[str]) -> dict:
                 pipeline = Pipeline(settings)
                 pipeline.warm_up()
                 built = time.perf_counter() - started
-                ranks = []
-                for item in items:
-                    docs = list(dict.fromkeys(h.chunk.doc_id for h in pipeline.retriever.search(item.question, 10)))
-                    ranks.append(next((r for r, d in enumerate(docs, start=1) if d in set(item.doc_ids)), None))
-                n = len(ranks)
-                row = {
-                    "questions": n, "hit@1": round(sum(r == 1 for r in ranks) / n, 4),
-                    "hit@5": round(sum(r is not None and r <= 5 for r in ranks) / n, 4),
-                    "mrr": round(sum(1 / r for r in ranks if r) / n, 4), "index_build_and_load_s": round(built, 1),
-                    "chunks": len(pipeline.index.chunks), "identity": str(pipeline.embedder.identity()),
-                }
+                row = {"index_build_and_load_s": round(built, 1), "chunks": len(pipeline.index.chunks), "identity": str(pipeline.embedder.identity())}
+                dense = Pipeline(settings.model_copy(update={"hybrid": False, "reranker": "none"}), index=pipeline.index, embedder=pipeline.embedder)
+                for name, p in (("shipped", pipeline), ("dense only", dense)):
+                    ranks = []
+                    for item in items:
+                        docs = list(dict.fromkeys(h.chunk.doc_id for h in p.retriever.search(item.question, 10)))
+                        ranks.append(next((r for r, d in enumerate(docs, start=1) if d in set(item.doc_ids)), None))
+                    n = len(ranks)
+                    row[name] = {
+                        "questions": n, "hit@1": round(sum(r == 1 for r in ranks) / n, 4),
+                        "hit@5": round(sum(r is not None and r <= 5 for r in ranks) / n, 4), "mrr": round(sum(1 / r for r in ranks if r) / n, 4),
+                    }
                 out.setdefault(golden.stem, {})[backend] = row
                 print(golden.stem, backend, row, flush=True)
     return out
@@ -208,10 +214,12 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--texts", type=int, default=600)
     ap.add_argument("--quality", nargs="*", help="backends whose retrieval to measure (no speed run)")
+    ap.add_argument("--sets", nargs="+", default=list(SETS), help="golden sets of --quality")
+    ap.add_argument("--name", default="fast-embedding-retrieval", help="result file name of --quality")
     args = ap.parse_args()
     if args.quality:
-        result = {"cpu": cpu_model(), "sets": quality(args.quality)}
-        out = result_path("fast-embedding-retrieval.json")
+        result = {"cpu": cpu_model(), "sets": quality(args.quality, args.sets)}
+        out = result_path(f"{args.name}.json")
     else:
         result = speed(args)
         out = result_path("fast-embedding.json")

@@ -44,7 +44,7 @@ class Recipe:
     quantize_attention: bool = False  # the fused attention's Q/K/V projection in int8 too (QAttention)
 
 
-RECIPES = {"onnx": Recipe(optimize=True, quantize=False), "onnx-int8": Recipe(optimize=True, quantize=True)}
+RECIPES = {"onnx": Recipe(optimize=True, quantize=False), "onnx-int8": Recipe(optimize=True, quantize=True, quantize_attention=True)}
 """The onnxruntime backends of Settings.embedding_backend ("torch" is sentence-transformers itself)."""
 
 
@@ -81,6 +81,9 @@ def export(model_path: Path, out: Path, recipe: Recipe) -> None:
             summed = (tokens * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
             return torch.nn.functional.normalize(summed, p=2.0, dim=1)
 
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # "Loading weights" of a model the user never asked to load
     bert = AutoModel.from_pretrained(str(model_path), attn_implementation="eager", local_files_only=True).eval()
     tokenizer = AutoTokenizer.from_pretrained(str(model_path), local_files_only=True)
     # A padded example: the mask is traced as an input, never assumed all ones.
@@ -106,10 +109,14 @@ def export(model_path: Path, out: Path, recipe: Recipe) -> None:
 
         # The fused graph's contrib ops defeat ONNX shape inference; their outputs are float.
         ops = ["MatMul", "Attention"] if recipe.quantize_attention else ["MatMul"]
-        quantize_dynamic(
-            str(fused), str(out), op_types_to_quantize=ops, per_channel=recipe.per_channel, weight_type=QuantType.QInt8,
-            extra_options={"DefaultTensorType": TensorProto.FLOAT},
-        )
+        logging.disable(logging.WARNING)  # its advice to pre-process for static quantisation does not apply
+        try:
+            quantize_dynamic(
+                str(fused), str(out), op_types_to_quantize=ops, per_channel=recipe.per_channel, weight_type=QuantType.QInt8,
+                extra_options={"DefaultTensorType": TensorProto.FLOAT},
+            )
+        finally:
+            logging.disable(logging.NOTSET)
     for step in {raw, fused} - {out}:
         step.unlink(missing_ok=True)
 
