@@ -16,9 +16,14 @@ the same backend; with the shipped retriever (BM25 + dense fused, reranked) and 
 vectors alone (where a change in the vectors shows undiluted).
 
     python -m benchmarks.fast_embedding [--rounds 3] [--texts 600]
+    python -m benchmarks.fast_embedding --ab OPTION [OPTION ...] [--rounds 5] [--texts 300]
     python -m benchmarks.fast_embedding --quality torch onnx onnx-int8 [--sets FILE ...] [--name NAME]
 
-Writes benchmarks/results/<date>-<commit>-fast-embedding.json, or with --quality <name>.json.
+`--ab` times only the named options, each right after today's encode (A B A C ...), and reports
+each pair's ratio: the tighter check of the best ones.
+
+Writes benchmarks/results/<date>-<commit>-fast-embedding.json, -fast-embedding-paired.json with
+--ab, or with --quality <name>.json.
 """
 
 from __future__ import annotations
@@ -119,6 +124,48 @@ def options(workdir: Path, settings: Settings):
     return found
 
 
+def paired(args) -> dict:
+    """Today's encode right before each named option, round after round (A B A C ... A B A C ...):
+    each option's ratio is today's time over its own in the pair, so load that changes within a
+    round (other jobs share these cores) moves both sides of a pair alike."""
+    apply_env_defaults()
+    settings = Settings()
+    from rag.index.embedding import Embedder
+
+    texts, made_of = real_texts(args.texts, settings, Embedder.from_settings(settings).count_tokens)
+    with tempfile.TemporaryDirectory() as tmp:
+        found = options(Path(tmp), settings)
+        today = next(iter(found))
+        unknown = [n for n in args.ab if n not in found]
+        if unknown:
+            raise SystemExit(f"no option named {unknown}; options: {list(found)}")
+        for name in [today, *args.ab]:
+            found[name][1](texts)  # warm up
+        pairs: dict[str, list[tuple[float, float]]] = {n: [] for n in args.ab}
+        load = [round(os.getloadavg()[0], 2)]
+        for r in range(args.rounds):
+            for name in args.ab:
+                times = []
+                for which in (today, name):
+                    started = time.perf_counter()
+                    found[which][1](texts)
+                    times.append(time.perf_counter() - started)
+                pairs[name].append((times[0], times[1]))
+            load.append(round(os.getloadavg()[0], 2))
+            print(f"round {r + 1}: " + ", ".join(f"{n} {a / b:.2f}x" for n, ((a, b), *_) in ((n, pairs[n][-1:]) for n in args.ab)) + f", load {load[-1]}", flush=True)
+    rows = {}
+    for name, got in pairs.items():
+        ratios = [a / b for a, b in got]
+        rows[name] = {
+            "what": found[name][0], "ratio_vs_today": round(statistics.median(ratios), 2), "ratio_per_pair": [round(x, 2) for x in ratios],
+            "texts_per_s": round(len(texts) / statistics.median(b for _, b in got), 1),
+            "today_texts_per_s_in_its_pairs": round(len(texts) / statistics.median(a for a, _ in got), 1),
+        }
+        print(f"| {name} | {rows[name]['texts_per_s']} | {rows[name]['ratio_vs_today']} | {rows[name]['ratio_per_pair']} |", flush=True)
+    return {"cpu": cpu_model(), "threads": THREADS, "rounds": args.rounds, "load_average_per_round": load, "texts": len(texts),
+            "made_of": made_of, "today": today, "pairs": rows}
+
+
 def speed(args) -> dict:
     apply_env_defaults()
     settings = Settings()
@@ -216,8 +263,12 @@ def main() -> None:
     ap.add_argument("--quality", nargs="*", help="backends whose retrieval to measure (no speed run)")
     ap.add_argument("--sets", nargs="+", default=list(SETS), help="golden sets of --quality")
     ap.add_argument("--name", default="fast-embedding-retrieval", help="result file name of --quality")
+    ap.add_argument("--ab", nargs="+", help="only these options, each paired with today's encode right before it")
     args = ap.parse_args()
-    if args.quality:
+    if args.ab:
+        result = paired(args)
+        out = result_path("fast-embedding-paired.json")
+    elif args.quality:
         result = {"cpu": cpu_model(), "sets": quality(args.quality, args.sets)}
         out = result_path(f"{args.name}.json")
     else:
