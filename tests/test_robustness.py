@@ -484,7 +484,7 @@ def test_embedder_cache_is_safe_under_threads(embedder):
     A guard, not a reproducer: under the GIL the unlocked race (move_to_end on a key another
     thread just evicted) is too narrow to trigger on demand.
     """
-    small = Embedder(embedder.model_path, cache_size=2)
+    small = Embedder(embedder.model_path, cache_size=2, backend=embedder.backend, cache_dir=embedder.cache_dir)
     small._model = embedder.model  # the same loaded model; only the cache is new
     texts = [f"question {n}" for n in range(3)]
     truth = {t: embedder.encode([t])[0] for t in texts}
