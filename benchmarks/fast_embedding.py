@@ -129,7 +129,7 @@ def paired(args) -> dict:
     each option's ratio is today's time over its own in the pair, so load that changes within a
     round (other jobs share these cores) moves both sides of a pair alike."""
     apply_env_defaults()
-    settings = Settings()
+    settings = Settings(embedding_backend="torch")  # today's encode is torch's, whatever the default
     from rag.index.embedding import Embedder
 
     texts, made_of = real_texts(args.texts, settings, Embedder.from_settings(settings).count_tokens)
@@ -168,7 +168,7 @@ def paired(args) -> dict:
 
 def speed(args) -> dict:
     apply_env_defaults()
-    settings = Settings()
+    settings = Settings(embedding_backend="torch")  # today's encode is torch's, whatever the default
     from rag.index.embedding import Embedder
 
     texts, made_of = real_texts(args.texts, settings, Embedder.from_settings(settings).count_tokens)
