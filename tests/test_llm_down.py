@@ -50,6 +50,7 @@ def make_pipeline(tmp_path, hash_embedder):
             (root / "corpus" / name).write_text(text, encoding="utf-8")
         if reader is None:
             overrides.setdefault("use_reader", False)
+        overrides.setdefault("reranker", "none")  # the fast tier loads no model (conftest)
         return Pipeline(make_settings(root, **overrides), embedder=hash_embedder, generator=generator, reader=reader)
 
     return make
