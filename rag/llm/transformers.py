@@ -7,6 +7,7 @@ converted once to safetensors and cached (rag/llm/gguf.py), or a Hugging Face mo
 
 from __future__ import annotations
 
+import atexit
 import logging
 import queue
 import threading
@@ -34,6 +35,9 @@ def model_folder(model: ModelSettings) -> Path:
                 raise FileNotFoundError(f"RAG_LLM_MODEL={model.model!r} is a folder without config.json: not a Hugging Face model")
             return path
     return convert_in_subprocess(model)
+
+
+_STOP = object()  # put on the decoder's queue by close()
 
 
 class _Sequence:
@@ -213,6 +217,11 @@ class TransformersGenerator:
                     joining.append(self._waiting.get_nowait())
             except queue.Empty:
                 pass
+            if _STOP in joining:  # the process is exiting (close())
+                for s in active + [s for s in joining if s is not _STOP]:
+                    s.started.set()
+                    s.pieces.put(LLMError("the process is shutting down"))
+                return
             for s in [s for s in joining if s.cancel.is_set()]:
                 s.started.set()
                 s.pieces.put(None)
@@ -289,7 +298,16 @@ class TransformersGenerator:
                 # token (benchmarks/RESULTS.md, "decoding in the caller's thread").
                 self._decoder = threading.Thread(target=self._decode_forever, name="rag-decoder", daemon=True)
                 self._decoder.start()
+                atexit.register(self.close)
         self._waiting.put(s)
+
+    def close(self) -> None:
+        """Stop the decoder thread (at exit: a daemon thread left inside torch made the process
+        abort on the way out, "terminate called without an active exception", 2 runs in 3)."""
+        decoder = self._decoder
+        if decoder is not None and decoder.is_alive():
+            self._waiting.put(_STOP)  # type: ignore[arg-type]
+            decoder.join(timeout=10)
 
     def generate(
         self, messages: list[Message], max_new_tokens: int, stop: Sequence[str] = ("\n",), on_token: OnToken | None = None
