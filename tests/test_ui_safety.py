@@ -24,8 +24,12 @@ EVIL = (
 
 @pytest.fixture(scope="module")
 def evil_app(tmp_path_factory):
-    with running_app(tmp_path_factory.mktemp("evil"), extra_docs={"zzz_evil.txt": EVIL}) as app:
-        yield app.url
+    """The app over a corpus with hostile text, answering one question at a time (so that the
+    overload test can fill its queue however fast answers come)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("RAG_MAX_IN_FLIGHT", "1")
+        with running_app(tmp_path_factory.mktemp("evil"), extra_docs={"zzz_evil.txt": EVIL}) as app:
+            yield app.url
 
 
 def test_html_in_corpus_and_question_is_shown_as_text(chromium, evil_app, tmp_path):
@@ -59,17 +63,16 @@ def test_html_in_corpus_and_question_is_shown_as_text(chromium, evil_app, tmp_pa
 
 @pytest.mark.load
 def test_overload_says_busy_instead_of_hanging(evil_app):
-    """More requests than are answered at once and the queue holds: the extra ones are refused at
-    once, not left hanging."""
+    """More requests than are answered at once (1 here) and the queue holds: the extra ones are
+    refused at once, not left hanging."""
     import time
 
     from gradio_client import Client
 
-    from rag.config import Settings
     from rag.serve.ui import QUEUE_SIZE
 
     client = Client(evil_app, verbose=False)
-    many = Settings().max_in_flight + QUEUE_SIZE + 4  # answered at once + waiting + 4 too many
+    many = 1 + QUEUE_SIZE + 4  # answered at once + waiting + 4 too many
     jobs = [client.submit(question=f"How much did Meta offer researchers? ({i})", api_name="/ask") for i in range(many)]
     try:
         deadline = time.monotonic() + 30
