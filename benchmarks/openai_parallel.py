@@ -6,7 +6,9 @@ GGUF and `--parallel N` slots, then sends the phrasing prompts of real golden qu
 threads through rag's OpenAIGenerator, once with RAG_LLM_PARALLEL=1 (one request at a time) and
 once unset (the slot count the server reports at /props), interleaved round by round.
 llama-cpp-python's own server (`python -m llama_cpp.server`) has no slots: it runs one request
-at a time whatever the client does, so it cannot show the difference.
+at a time whatever the client does, so it cannot show the difference. The server's prompt cache
+is off: with it, a prompt repeated in a later round skips its prefill in whichever slot kept it,
+and the one-at-a-time rate moved 1.8x between runs with it.
 
     python -m benchmarks.openai_parallel --server /path/to/llama-server [--slots 4] [--rounds 3]
 """
@@ -43,7 +45,8 @@ def main() -> None:
     url = f"http://127.0.0.1:{port}"
     model = gguf_path(Settings().model)
     cmd = [str(args.server), "-m", str(model), "--host", "127.0.0.1", "--port", str(port), "--parallel", str(args.slots),
-           "-c", str(2048 * args.slots), "-t", "2", "--no-webui"]
+           "-c", str(2048 * args.slots), "-t", "2", "--no-webui",
+           "--no-cache-prompt", "--cache-ram", "0"]  # each round's prompts are decoded afresh, like new users' questions
     with tempfile.TemporaryDirectory() as tmp, server_process(cmd, f"{url}/health", Path(tmp) / "server.log", 120, "llama-server", _fail):
         one = OpenAIGenerator(ModelSettings(backend="openai", url=f"{url}/v1", parallel=1))
         slots = OpenAIGenerator(ModelSettings(backend="openai", url=f"{url}/v1"))
