@@ -97,7 +97,6 @@ class TransformersGenerator:
         self._load_lock = threading.Lock()
         self._waiting: queue.Queue[_Sequence] = queue.Queue()
         self._decoder: threading.Thread | None = None
-        self.active = 0  # sequences in the batch now
         self.peak = 0  # the most sequences one step has decoded together (for tests and measurements)
 
     def warm_up(self) -> None:
@@ -149,10 +148,6 @@ class TransformersGenerator:
 
     def count_tokens(self, messages: list[Message]) -> int:
         return len(self.encode(messages))
-
-    def waiting(self) -> int:
-        """Generations queued for the decoder and not yet in its batch."""
-        return self._waiting.qsize()
 
     def _start_cache(self, ids: list[int]):
         """A KV cache already holding the system turn, and how many of `ids` it covers.
@@ -239,8 +234,7 @@ class TransformersGenerator:
                         else:
                             cache, mask, positions, logits = parts
                         active += joining
-                    self.active = len(active)
-                    self.peak = max(self.peak, self.active)
+                    self.peak = max(self.peak, len(active))
                     if not active:
                         continue
                     tokens = logits.argmax(-1)
@@ -250,7 +244,6 @@ class TransformersGenerator:
                             if n not in keep:
                                 s.pieces.put(None)  # finished: the caller's loop ends
                         active = [active[n] for n in keep]
-                        self.active = len(active)
                         if not active:
                             cache = mask = positions = logits = None
                             continue
@@ -268,7 +261,6 @@ class TransformersGenerator:
                     s.started.set()
                     s.pieces.put(err)
                 active, cache, mask, positions, logits = [], None, None, None, None
-                self.active = 0
 
     def _step(self, s: _Sequence, token: int) -> bool:
         """Add `token` to `s` and hand over its new text; True when `s` has finished."""
