@@ -144,6 +144,15 @@ class Settings(BaseSettings):
         4, ge=0, description="with more questions in flight than this, answers skip the LLM: a fact is the reader's span, anything else its passages quoted, all cited; None = never (benchmarks/load.md)"
     )
 
+    # -- a team's server (docs/team.md) -----------------------------------------------------
+    users_file: Path | None = Field(
+        None, description="users, their collections and their keys' salted hashes (`rag users`); default users.json beside index/. "
+        "Absent: one user who reads everything, as without users (RAG_API_KEY or open on 127.0.0.1)"
+    )
+    history_file: Path | None = Field(None, description="the chat history of each user (SQLite); default history.sqlite3 beside index/")
+    history_conversations: int = Field(50, ge=1, le=10_000, description="conversations kept per user; the oldest go first")
+    history_messages: int = Field(200, ge=2, le=10_000, description="messages kept per conversation; the oldest go first")
+
     # -- limits ---------------------------------------------------------------------------
     max_question_chars: int = Field(2000, ge=10, description="longer questions are refused before any work")
     max_new_tokens: int = Field(48, ge=1, le=512, description="an answer over 25 words is rejected anyway; 10 tokens cost ~0.5 s")
@@ -165,6 +174,10 @@ class Settings(BaseSettings):
             self.corpus_dir = self.root / "corpus"
         if self.index_dir is None:
             self.index_dir = self.root / "index"
+        if self.users_file is None:
+            self.users_file = self.index_dir.parent / "users.json"
+        if self.history_file is None:
+            self.history_file = self.index_dir.parent / "history.sqlite3"
         return self
 
     @property
