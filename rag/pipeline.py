@@ -13,7 +13,7 @@ import re
 import threading
 import time
 import unicodedata
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from pydantic import BaseModel, Field
@@ -32,7 +32,7 @@ from .answering.prompt import build_messages
 from .answering.reader import Reader, Span
 from .index.rerank import Reranker
 from .index.retrieval import Retriever
-from .types import Answer, Citation, Evidence, Signals
+from .types import DEFAULT_COLLECTION, Answer, Citation, Document, Evidence, Signals
 
 log = logging.getLogger(__name__)
 
@@ -275,16 +275,17 @@ class Pipeline:
         finally:
             self._follow_lock.release()
 
-    def add_files(self, paths: list[Path], progress: bool = False) -> UpdateReport:
-        """Convert, embed and index these files (only new or changed ones), then answer from the
-        updated index. A rejected file is in the report's problems with its reason."""
-        from .index.corpus import read_document
+    def add_files(self, paths: list[Path], progress: bool = False, collection: str | None = None) -> UpdateReport:
+        """Convert, embed and index these files (only new or changed ones) into `collection`
+        (a file of the corpus folder: its folder's), then answer from the updated index. A
+        rejected file is in the report's problems with its reason."""
+        from .index.corpus import read_into
         from .index.manifest import update_index
 
         base = self.index  # an index to add to: loaded, or built from the corpus folder
         documents, problems = [], []
         for path in paths:
-            doc, found = read_document(path, self.settings.max_file_bytes)
+            doc, found = read_into(path, self.settings.max_file_bytes, collection, self.settings.corpus_dir)
             problems += found
             if doc is not None:
                 documents.append(doc)
@@ -294,22 +295,25 @@ class Pipeline:
         self.compact_later()
         return report
 
-    def add_uploads(self, uploads: list[tuple[Path, str]], on_file=None) -> UpdateReport:
+    def add_uploads(self, uploads: list[tuple[Path, str]], on_file=None, collection: str = DEFAULT_COLLECTION) -> UpdateReport:
         """Index uploaded files: (temporary path, the name the user's browser gave).
 
         The name is sanitized (no folders, no leading dots, so "../../x" cannot leave the corpus
         folder); each file is converted from where it was uploaded, and only an accepted one is
         copied into the corpus folder, so a rejected file leaves nothing behind. A file with the
         name of an indexed one replaces it. `on_file(n, name)` is called before each file.
+        The files go into `collection` (its subfolder of the corpus folder).
         """
         import shutil
 
-        from .index.corpus import CorpusProblem, read_document, safe_file_name
+        from .index.corpus import CorpusProblem, check_collection, corpus_name, in_collection, read_document, safe_file_name
         from .index.manifest import update_index
 
         base = self.index
         corpus_dir = self.settings.corpus_dir
         assert corpus_dir is not None
+        if check_collection(collection) != DEFAULT_COLLECTION:
+            corpus_dir = corpus_dir / collection
         corpus_dir.mkdir(parents=True, exist_ok=True)
         documents, problems, names = [], [], set()
         for n, (temp, raw_name) in enumerate(uploads):
@@ -329,10 +333,10 @@ class Pipeline:
             if doc is None:
                 continue
             shutil.copyfile(staged, target)
-            documents.append(doc.model_copy(update={"path": str(target)}))
+            documents.append(in_collection(doc.model_copy(update={"path": str(target)}), collection))
         index, report = update_index(self.settings, self.embedder, add=documents, base=base)
         for doc in documents:  # a duplicate was not indexed: do not keep its copy either
-            if any(p.name == Path(doc.path).name and "duplicate" in p.reason for p in report.problems):
+            if any(p.name == corpus_name(doc.path, doc.collection) and "duplicate" in p.reason for p in report.problems):
                 Path(doc.path).unlink(missing_ok=True)
         report.problems[:0] = problems
         self.use_index(index)
@@ -352,6 +356,11 @@ class Pipeline:
     def title(self, doc_id: str) -> str:
         return self.index.documents[doc_id].title
 
+    def documents(self, collections: Iterable[str] | None = None) -> dict[str, Document]:
+        """The indexed documents, of `collections` only unless None."""
+        index = self.index
+        return index.documents if collections is None else index.within(collections).documents
+
     # -- answering -----------------------------------------------------------------------
     def answer(
         self,
@@ -360,6 +369,7 @@ class Pipeline:
         searched: str | None = None,
         on_token: OnToken | None = None,
         quick: str | Callable[[], str] = "",
+        collections: Iterable[str] | None = None,
     ) -> Answer:
         """Answer a question from the articles, with citations.
 
@@ -375,6 +385,9 @@ class Pipeline:
                 found, any other the chosen sentences quoted, both cited, with this in
                 `reason`. Empty: the LLM phrases or writes the answer. A callable is asked
                 just before the LLM would run, so a server decides on the load of that moment.
+            collections: answer from the documents of these collections only (a team's server
+                passes the asker's); nothing outside them is searched, counted or cited. None:
+                every document.
 
         Raises:
             ValueError: the question is empty or over the length limit, or top_k is out of range.
@@ -388,6 +401,8 @@ class Pipeline:
 
         t = time.perf_counter()
         retriever = self.retriever  # one index version for the whole question, even if an update lands meanwhile
+        if collections is not None:
+            retriever = retriever.within(collections)
         hits = retriever.candidates(query, top_k or s.top_k)
         evidence = retriever.evidence(query, hits, s.evidence_k)
         timings = {"retrieve": time.perf_counter() - t}
@@ -490,7 +505,8 @@ class Pipeline:
         return generation.text
 
     def stream(
-        self, question: str, top_k: int | None = None, searched: str | None = None, quick: str | Callable[[], str] = ""
+        self, question: str, top_k: int | None = None, searched: str | None = None, quick: str | Callable[[], str] = "",
+        collections: Iterable[str] | None = None,
     ) -> "AnswerStream":
         """Iterate over the returned stream for the model's text pieces; its `answer` is the checked Answer.
 
@@ -500,7 +516,9 @@ class Pipeline:
             ValueError: as answer(), before the first piece.
         """
         clean_question(question, self.settings.max_question_chars)  # a bad question fails here, not mid-stream
-        return AnswerStream(lambda on_token: self.answer(question, top_k=top_k, searched=searched, on_token=on_token, quick=quick))
+        return AnswerStream(
+            lambda on_token: self.answer(question, top_k=top_k, searched=searched, on_token=on_token, quick=quick, collections=collections)
+        )
 
     # -- the three ways an answer ends ---------------------------------------------------
     def _compose(self, draft: Draft, decision: Decision, index: Index) -> Answer:

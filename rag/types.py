@@ -7,6 +7,9 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 
+DEFAULT_COLLECTION = "default"  # files directly in corpus/
+
+
 class Document(BaseModel):
     """One corpus file, as its converter extracted it (rag/ingest/).
 
@@ -21,6 +24,7 @@ class Document(BaseModel):
     sha256: str = Field(description="of the file's bytes, to notice a changed file")
     pages: list[int] = Field([], description="character offset in `text` where each page starts; empty if unpaged")
     added_at: float = Field(0.0, description="when it entered the index (Unix time); 0 if unknown")
+    collection: str = Field(DEFAULT_COLLECTION, description="who may read it: a subfolder of corpus/, or `rag add --collection`")
 
 
 class Chunk(BaseModel):

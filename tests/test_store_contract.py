@@ -197,3 +197,19 @@ def test_bad_input_is_a_value_error(make, ids, vectors, k):
 def test_unknown_store_names_the_known_ones():
     with pytest.raises(ValueError, match="choose one of: faiss, milvus"):
         new_store("nope", DIM)
+
+
+def test_search_among_allowed_rows_is_the_exact_top_k_of_those_rows(filled):
+    """A filter is applied inside the search: the top k among the allowed rows, even when every
+    unfiltered neighbour of the query is outside them."""
+    store, vectors = filled, unit(50)
+    allowed = np.arange(100, 150, 7, dtype=np.int64)  # 8 of the 50 rows
+    query = vectors[1:2]  # row 101, not allowed, is its own best match
+    scores, ids = store.search(query, 5, allowed=allowed)
+    expected = allowed[np.argsort(-(vectors[allowed - 100] @ query[0]), kind="stable")[:5]]
+    assert ids[0].tolist() == expected.tolist()
+    np.testing.assert_allclose(scores[0], np.sort(vectors[allowed - 100] @ query[0])[::-1][:5], atol=1e-4)
+    scores, ids = store.search(query, 12, allowed=allowed)  # more than allowed: padded
+    assert sorted(ids[0][:8].tolist()) == allowed.tolist() and ids[0][8:].tolist() == [-1] * 4
+    _, ids = store.search(query, 3, allowed=np.empty(0, dtype=np.int64))
+    assert ids[0].tolist() == [-1, -1, -1]

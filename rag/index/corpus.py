@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 from pathlib import Path
 
 from pydantic import BaseModel, Field
 
 from ..ingest import ConversionError, converter_for, supported_suffixes
-from ..types import Document
+from ..types import DEFAULT_COLLECTION, Document
 
 log = logging.getLogger(__name__)
 
@@ -70,12 +71,84 @@ def safe_file_name(name: str) -> str:
     return name[:200] or "upload"
 
 
+COLLECTION_NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
+
+
+def check_collection(name: str) -> str:
+    """A collection name as given, if it is one: 1-64 letters, digits, dots, dashes or underscores,
+    not only dots (it names a folder of corpus/).
+
+    >>> check_collection("hr"), check_collection("team-2.docs")
+    ('hr', 'team-2.docs')
+
+    Raises:
+        ValueError: it is not.
+    """
+    if not isinstance(name, str) or not COLLECTION_NAME.fullmatch(name) or not name.strip("."):
+        raise ValueError(f"{name!r} is not a collection name: use 1-64 letters, digits, '.', '-' or '_'.")
+    return name
+
+
 def corpus_files(corpus_dir: Path) -> list[Path]:
-    """Every file (and link, even a dangling one) in the folder, sorted by name; hidden files
-    and subfolders are ignored."""
+    """Every file (and link, even a dangling one) directly in the folder or in one of its
+    subfolders (a collection each), sorted; hidden files and folders, and folders deeper down,
+    are ignored."""
     if not corpus_dir.is_dir():
         return []
-    return sorted(p for p in corpus_dir.iterdir() if (p.is_file() or p.is_symlink()) and not p.name.startswith("."))
+    found = []
+    for p in sorted(corpus_dir.iterdir()):
+        if p.name.startswith("."):
+            continue
+        if p.is_dir() and not p.is_symlink():
+            if COLLECTION_NAME.fullmatch(p.name):
+                found += [f for f in sorted(p.iterdir()) if (f.is_file() or f.is_symlink()) and not f.name.startswith(".")]
+            else:
+                log.warning("corpus: folder %r ignored: not a collection name (letters, digits, '.', '-', '_')", p.name)
+        elif p.is_file() or p.is_symlink():
+            found.append(p)
+    return found
+
+
+def collection_of(path: Path | str, corpus_dir: Path | None) -> str | None:
+    """The collection of a file of the corpus folder (its subfolder, or DEFAULT_COLLECTION for
+    a file directly in it); None for a file elsewhere.
+
+    >>> collection_of("/c/hr/a.pdf", Path("/c")), collection_of("/c/a.pdf", Path("/c")), collection_of("/x/a.pdf", Path("/c"))
+    ('hr', 'default', None)
+    """
+    if corpus_dir is None:
+        return None
+    parent, root = Path(_resolved(path)).parent, Path(_resolved(corpus_dir))
+    if parent == root:
+        return DEFAULT_COLLECTION
+    if parent.parent == root:
+        return parent.name
+    return None
+
+
+def corpus_name(path: Path | str, collection: str) -> str:
+    """How the manifest names a corpus-folder file: its name, under its collection's folder
+    unless it is in the default one.
+
+    >>> corpus_name("/c/hr/a.pdf", "hr"), corpus_name("/c/a.pdf", "default")
+    ('hr/a.pdf', 'a.pdf')
+    """
+    name = Path(path).name
+    return name if collection == DEFAULT_COLLECTION else f"{collection}/{name}"
+
+
+def in_collection(doc: Document, collection: str) -> Document:
+    """`doc` in `collection`; outside the default one its id starts with the collection's name,
+    so two collections never compete for an id (and an id says nothing of another collection)."""
+    doc_id = doc.doc_id if collection == DEFAULT_COLLECTION else f"{collection}/{doc.doc_id}"
+    return doc.model_copy(update={"collection": check_collection(collection), "doc_id": doc_id})
+
+
+def _resolved(path: Path | str) -> str:
+    try:
+        return str(Path(path).resolve())
+    except OSError:
+        return str(path)
 
 
 def content_key(text: str) -> str:
@@ -120,6 +193,17 @@ def read_document(path: Path, max_file_bytes: int) -> tuple[Document | None, lis
     return doc, problems
 
 
+def read_into(path: Path, max_file_bytes: int, collection: str | None, corpus_dir: Path | None) -> tuple[Document | None, list[CorpusProblem]]:
+    """`read_document`, in its collection: a file of the corpus folder is in its folder's
+    collection (asking for another one is a problem, since the folder says who may read it);
+    any other file is in `collection`, or the default one."""
+    folder = collection_of(path, corpus_dir)
+    if folder is not None and collection is not None and collection != folder:
+        return None, [CorpusProblem(name=path.name, action="skipped", reason=f"it is in the corpus folder's {folder!r} collection, not {collection!r}: move the file instead")]
+    doc, problems = read_document(path, max_file_bytes)
+    return (None if doc is None else in_collection(doc, folder or collection or DEFAULT_COLLECTION)), problems
+
+
 def load_corpus(corpus_dir: Path, max_file_bytes: int = 5_000_000, indexed: dict[str, str] | None = None) -> Corpus:
     """Read the corpus folder.
 
@@ -137,21 +221,25 @@ def load_corpus(corpus_dir: Path, max_file_bytes: int = 5_000_000, indexed: dict
     documents: list[Document] = []
     problems: list[CorpusProblem] = []
     unchanged: list[str] = []
-    seen: dict[str, str] = {}  # normalised content -> first file name holding it
+    seen: dict[tuple[str, str], str] = {}  # (collection, normalised content) -> first file name holding it
     for path in corpus_files(corpus_dir):
-        if indexed and path.name in indexed and _sha256(path) == indexed[path.name]:
-            unchanged.append(path.name)
+        collection = DEFAULT_COLLECTION if path.parent == corpus_dir else path.parent.name
+        name = corpus_name(path, collection)
+        if indexed and name in indexed and _sha256(path) == indexed[name]:
+            unchanged.append(name)
             continue
         doc, found = read_document(path, max_file_bytes)
         problems += found
         if doc is None:
             continue
-        # A copy saved with other line endings, a BOM or trailing blank lines is still a copy.
-        key = content_key(doc.text)
+        doc = in_collection(doc, collection)
+        # A copy saved with other line endings, a BOM or trailing blank lines is still a copy
+        # (within a collection: the same text in two collections is two documents, read by different people).
+        key = (collection, content_key(doc.text))
         if key in seen:
-            problems.append(CorpusProblem(name=path.name, action="deduplicated", reason=f"same content as {seen[key]}"))
+            problems.append(CorpusProblem(name=name, action="deduplicated", reason=f"same content as {seen[key]}"))
             continue
-        seen[key] = path.name
+        seen[key] = name
         documents.append(doc)
     documents = _unique_ids(documents, problems)
     for problem in problems:
@@ -187,7 +275,7 @@ def _unique_ids(documents: list[Document], problems: list[CorpusProblem]) -> lis
     for doc in documents:
         owner = owners[doc.doc_id]
         if owner is not doc:
-            name = Path(doc.path).name
+            name = corpus_name(doc.path, doc.collection)
             problems.append(
                 CorpusProblem(name=name, action=f"indexed as {name!r}", reason=f"id {doc.doc_id!r} is taken by {Path(owner.path).name}")
             )

@@ -36,24 +36,29 @@ import json
 import logging
 import os
 import shutil
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from pydantic import BaseModel, Field, ValidationError
 
 from .bm25 import Lexicon
 from ..config import Settings
-from .corpus import Corpus, CorpusProblem, content_key
+from .corpus import Corpus, CorpusProblem, collection_of, content_key, corpus_name
 from .embedding import EmbeddingModel, Encoder
 from .furniture import furniture
 from .segment import Segment, StaleIndex, Table, fsync_dir, live_rows, make_segment, merge_segments, write_atomic
 from ..store.segments import SegmentedStore
 from ..text import ANALYSER_VERSION
-from ..types import Chunk, Document, Sentence
+from ..types import DEFAULT_COLLECTION, Chunk, Document, Sentence
+
+if TYPE_CHECKING:
+    from .scope import IndexView
 
 __all__ = [
     "CURRENT", "Index", "Manifest", "Segment", "StaleIndex", "Table", "UpdateReport",
@@ -70,6 +75,7 @@ SEGMENTS = "segments"
 STORES = ("chunks", "sentences")
 MERGE_RATIO = 0.5  # merge the newest segment into the one before while it is at least this share of it
 COMPACT_SHARE = 0.2  # rewrite a segment without its removed documents once they are this share of its chunks
+VIEWS = 16  # collection scopes (rag/index/scope.py) kept per index version
 COMPACT_SMALL = 2_000  # ... or at once, when it is this small (a cheap rewrite; exact BM25 statistics sooner)
 
 
@@ -87,6 +93,7 @@ class DocEntry(BaseModel):
     chunks: int
     sentences: int
     pages: int = 0
+    collection: str = DEFAULT_COLLECTION
 
 
 class SegmentRef(BaseModel):
@@ -132,6 +139,8 @@ class Index:
         self.segments = segments
         self._removed = [set(r.removed) for r in manifest.segments]
         self.build: str | None = None  # the build folder this version was loaded from or saved to
+        self._scopes: dict[frozenset[str], "IndexView"] = {}
+        self._scopes_lock = threading.Lock()
 
     # -- the views (computed on first use) ------------------------------------------------
     def _live(self):
@@ -238,6 +247,27 @@ class Index:
             chunk_sentences=[self.chunk_sentences[c.chunk_id] for c in self.chunks],
         )
 
+    def within(self, collections) -> "IndexView":
+        """This index as a reader of `collections` sees it (rag/index/scope.py); the last
+        VIEWS scopes are kept, since a server's users share a few collection sets."""
+        from .scope import IndexView
+
+        key = frozenset(collections)
+        with self._scopes_lock:
+            view = self._scopes.pop(key, None) or IndexView(self, key)
+            self._scopes[key] = view
+            while len(self._scopes) > VIEWS:
+                self._scopes.pop(next(iter(self._scopes)))
+        return view
+
+    def collection_counts(self) -> dict[str, tuple[int, int]]:
+        """Collection -> (documents, chunks), from the manifest."""
+        out: dict[str, tuple[int, int]] = {}
+        for d in self.manifest.documents:
+            docs, chunks = out.get(d.collection, (0, 0))
+            out[d.collection] = (docs + 1, chunks + d.chunks)
+        return dict(sorted(out.items()))
+
     def merge_due(self) -> bool:
         """Whether `compact_index` has merges or rewrites to do (from the manifest and the
         segments' headers; nothing is read)."""
@@ -282,7 +312,7 @@ class Index:
             chunk_size=settings.chunk_size,
             chunk_overlap=settings.chunk_overlap,
             analyser=ANALYSER_VERSION,
-            corpus={Path(d.path).name: d.sha256 for d in documents},
+            corpus={corpus_name(d.path, d.collection): d.sha256 for d in documents},
             n_chunks=segment.meta.n_chunks,
             n_sentences=segment.meta.n_sentences,
             next_chunk_id=segment.meta.n_chunks,
@@ -347,7 +377,7 @@ class Index:
         self.check_settings(embedder, settings)
         add, remove = self.corpus_changes(corpus)
         if add or remove:
-            names = sorted({Path(d.path).name for d in add} | set(remove))
+            names = sorted({corpus_name(d.path, d.collection) for d in add} | set(remove))
             raise StaleIndex(f"corpus changed: {', '.join(names)}")
 
     def corpus_changes(self, corpus: Corpus) -> tuple[list[Document], list[str]]:
@@ -357,9 +387,9 @@ class Index:
         m = self.manifest
         add = [
             d for d in corpus.documents
-            if m.corpus.get(Path(d.path).name) != d.sha256 and m.excluded.get(Path(d.path).name) != d.sha256
+            if m.corpus.get(corpus_name(d.path, d.collection)) != d.sha256 and m.excluded.get(corpus_name(d.path, d.collection)) != d.sha256
         ]
-        now = {Path(d.path).name for d in corpus.documents} | set(corpus.unchanged)
+        now = {corpus_name(d.path, d.collection) for d in corpus.documents} | set(corpus.unchanged)
         return add, sorted(set(m.corpus) - now)
 
 
@@ -431,20 +461,24 @@ def update_index(
             raise KeyError(f"not in the index: {', '.join(unknown)} (see `python -m rag list`)")
         drop: set[str] = set(remove)
         by_path = {_resolved(d.path): d for d in catalogue.values()}
-        by_content = {d.content: d.doc_id for d in catalogue.values()}
+        by_content = {(d.collection, d.content): d.doc_id for d in catalogue.values()}  # a copy in another collection is its own document
         taken = set(catalogue)
         new_docs: list[Document] = []
         now = time.time()
         for doc in add:
-            name = Path(doc.path).name
+            name = corpus_name(doc.path, doc.collection)
             prior = by_path.get(_resolved(doc.path))
             if prior is not None and prior.doc_id not in drop and prior.sha256 == doc.sha256:
                 report.unchanged.append(name)
                 continue
-            owner = by_content.get(content_key(doc.text))
+            owner = by_content.get((doc.collection, content_key(doc.text)))
             if owner is not None and owner not in drop and (prior is None or owner != prior.doc_id):
                 report.problems.append(CorpusProblem(name=name, action="skipped", reason=f"duplicate: same content as {owner}"))
                 continue
+            if prior is not None and prior.collection != doc.collection:  # moved to another collection: a new document
+                drop.add(prior.doc_id)
+                report.removed.append(prior.doc_id)
+                prior = None
             if prior is not None:
                 drop.add(prior.doc_id)
                 report.replaced.append(prior.doc_id)
@@ -453,9 +487,9 @@ def update_index(
                 doc_id = _free_id(doc.doc_id, name, taken)
                 report.added.append(doc_id)
             taken.add(doc_id)
-            by_content[content_key(doc.text)] = doc_id
+            by_content[(doc.collection, content_key(doc.text))] = doc_id
             new_docs.append(doc.model_copy(update={"doc_id": doc_id, "added_at": now}))
-        report.removed = sorted(set(remove))
+        report.removed = sorted(set(remove) | set(report.removed))
         if not new_docs and not drop:
             report.seconds = time.perf_counter() - started
             return (old if base is None else old.check()), report
@@ -482,15 +516,16 @@ def update_index(
         replaced = {d.doc_id for d in new_docs}
         for doc_id in drop:
             entry = catalogue[doc_id]
-            if _in_folder(entry.path, corpus_dir):
-                name = Path(entry.path).name
+            if collection_of(entry.path, corpus_dir) == entry.collection:
+                name = corpus_name(entry.path, entry.collection)
                 corpus.pop(name, None)
                 if doc_id not in replaced and name not in forget_corpus_files:
                     excluded[name] = entry.sha256
         for doc in new_docs:
-            if _in_folder(doc.path, corpus_dir):
-                corpus[Path(doc.path).name] = doc.sha256
-                excluded.pop(Path(doc.path).name, None)
+            if collection_of(doc.path, corpus_dir) == doc.collection:
+                name = corpus_name(doc.path, doc.collection)
+                corpus[name] = doc.sha256
+                excluded.pop(name, None)
         new_manifest = manifest.model_copy(update={
             "corpus": corpus,
             "excluded": excluded,
@@ -611,6 +646,7 @@ def _entries(segment: Segment) -> list[DocEntry]:
         DocEntry(
             doc_id=d.doc_id, title=d.title, path=d.path, sha256=d.sha256, content=content_key(d.text), added_at=d.added_at,
             segment=segment.name, chunks=n_chunks.get(d.doc_id, 0), sentences=n_sentences.get(d.doc_id, 0), pages=len(d.pages),
+            collection=d.collection,
         )
         for d in t.documents
     ]
@@ -662,9 +698,12 @@ def ensure_index(corpus: Corpus, embedder: Encoder, settings: Settings, rebuild:
             add, gone = index.corpus_changes(corpus)
             if not add and not gone:
                 return index
-            names = sorted({Path(d.path).name for d in add} | set(gone))
+            names = sorted({corpus_name(d.path, d.collection) for d in add} | set(gone))
             log.warning("index: updating because corpus changed: %s", ", ".join(names))
-            gone_ids = [d.doc_id for d in index.manifest.documents if Path(d.path).name in gone and _in_folder(d.path, settings.corpus_dir)]
+            gone_ids = [
+                d.doc_id for d in index.manifest.documents
+                if corpus_name(d.path, d.collection) in gone and collection_of(d.path, settings.corpus_dir) == d.collection
+            ]
             updated, report = update_index(settings, embedder, add=add, remove=gone_ids, progress=progress, forget_corpus_files=gone, base=index)
             for problem in report.problems:
                 log.warning("index: %s", problem)
@@ -743,9 +782,6 @@ def _resolved(path: str) -> str:
     except OSError:
         return path
 
-
-def _in_folder(path: str, folder: Path | None) -> bool:
-    return folder is not None and Path(_resolved(path)).parent == Path(folder).resolve()
 
 
 def _free_id(wanted: str, name: str, taken: set[str]) -> str:

@@ -39,6 +39,14 @@ class Retriever:
         self._reranked: OrderedDict[tuple, list[float]] = OrderedDict()  # (question, chunk ids) -> scores
         self._reranked_lock = threading.Lock()
 
+    def within(self, collections) -> "Retriever":
+        """This retriever over the documents of `collections` only (rag/index/scope.py): every
+        search is filtered inside, and BM25 and IDF count those documents alone. Reranker
+        scores stay remembered per scope."""
+        scoped = Retriever(self.index.within(collections), self.embedder, self.settings, rerank=self.rerank)
+        scoped._reranked, scoped._reranked_lock = self._reranked, self._reranked_lock
+        return scoped
+
     def warm_up(self) -> None:
         """Combine the segments' BM25 statistics and lookup tables now, not on the first question.
         (Nothing is tokenized: each segment counted its terms when it was written.)"""
@@ -112,7 +120,7 @@ class Retriever:
     def _rerank_scores(self, question: str, ids: list[int]) -> list[float]:
         """The reranker's scores, remembered for the last RERANK_CACHE questions: `search` and
         `candidates` rerank the same chunks, and `rag eval` asks both of each question."""
-        key = (question, tuple(ids))
+        key = (question, tuple(ids), getattr(self.index, "collections", None))
         with self._reranked_lock:
             if key in self._reranked:
                 self._reranked.move_to_end(key)

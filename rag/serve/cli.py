@@ -47,15 +47,16 @@ def _open_index(settings):
 
 
 def _cmd_add(args: argparse.Namespace) -> int:
-    from ..index.corpus import files_under, read_document
+    from ..index.corpus import check_collection, files_under, read_into
     from ..index.manifest import update_index
 
     settings = Settings()
+    collection = check_collection(args.collection) if args.collection else None
     files, problems = files_under([Path(p) for p in args.paths])
     embedder = _open_index(settings)
     documents = []
     for path in files:
-        doc, found = read_document(path, settings.max_file_bytes)
+        doc, found = read_into(path, settings.max_file_bytes, collection, settings.corpus_dir)
         problems += found
         if doc is not None:
             documents.append(doc)
@@ -105,14 +106,41 @@ def _cmd_list(args: argparse.Namespace) -> int:
         print(f"error: no usable index at {settings.index_dir} ({why}); run `python -m rag index`", file=sys.stderr)
         return 2
     rows = sorted(m.documents, key=lambda d: (d.added_at, d.doc_id))
+    if args.collection:
+        rows = [d for d in rows if d.collection == args.collection]
     if args.json:
-        print(json.dumps([{"doc_id": d.doc_id, "title": d.title, "chunks": d.chunks, "pages": d.pages, "added_at": d.added_at, "path": d.path} for d in rows], indent=1))
+        print(json.dumps([
+            {"doc_id": d.doc_id, "title": d.title, "collection": d.collection, "chunks": d.chunks, "pages": d.pages, "added_at": d.added_at, "path": d.path}
+            for d in rows
+        ], indent=1))
         return 0
-    print(f"{'doc id':<32} {'chunks':>6} {'pages':>5}  {'added':<19}  title")
+    print(f"{'doc id':<32} {'collection':<12} {'chunks':>6} {'pages':>5}  {'added':<19}  title")
     for d in rows:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(d.added_at)) if d.added_at else "?"
-        print(f"{d.doc_id[:32]:<32} {d.chunks:>6} {d.pages or '':>5}  {when:<19}  {d.title[:60]}")
-    print(f"{len(rows)} documents, {m.n_chunks} chunks, {m.n_sentences} sentences in a {m.store} store at {settings.index_dir}")
+        print(f"{d.doc_id[:32]:<32} {d.collection[:12]:<12} {d.chunks:>6} {d.pages or '':>5}  {when:<19}  {d.title[:60]}")
+    if args.collection:
+        print(f"{len(rows)} documents, {sum(d.chunks for d in rows)} chunks in collection {args.collection!r}")
+    else:
+        print(f"{len(rows)} documents, {m.n_chunks} chunks, {m.n_sentences} sentences in a {m.store} store at {settings.index_dir}")
+    return 0
+
+
+def _cmd_collections(args: argparse.Namespace) -> int:
+    from ..index.manifest import Index, StaleIndex
+
+    settings = Settings()
+    try:
+        index = Index.load(settings.index_dir, lazy=True)  # type: ignore[arg-type]
+    except StaleIndex as why:
+        print(f"error: no usable index at {settings.index_dir} ({why}); run `python -m rag index`", file=sys.stderr)
+        return 2
+    counts = index.collection_counts()
+    if args.json:
+        print(json.dumps({name: {"documents": d, "chunks": c} for name, (d, c) in counts.items()}, indent=1))
+        return 0
+    print(f"{'collection':<24} {'documents':>9} {'chunks':>7}")
+    for name, (docs, chunks) in counts.items():
+        print(f"{name[:24]:<24} {docs:>9} {chunks:>7}")
     return 0
 
 
@@ -193,15 +221,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("add", help="index files or folders (only new or changed files are embedded)")
     p.add_argument("paths", nargs="+", help="files, or folders (read recursively)")
+    p.add_argument("--collection", help="the collection they go into (default: 'default'; a file of corpus/NAME/ is in NAME)")
     p.set_defaults(func=_cmd_add)
 
     p = sub.add_parser("remove", help="remove documents from the index by doc id (see `list`)")
     p.add_argument("doc_ids", nargs="+")
     p.set_defaults(func=_cmd_remove)
 
-    p = sub.add_parser("list", help="the indexed documents: chunks, pages, when added")
+    p = sub.add_parser("list", help="the indexed documents: collection, chunks, pages, when added")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--collection", help="only the documents of this collection")
     p.set_defaults(func=_cmd_list)
+
+    p = sub.add_parser("collections", help="the collections, with their document and chunk counts")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_cmd_collections)
 
     p = sub.add_parser("migrate", help="move the index's vectors to another store, e.g. --to milvus (no re-embedding)")
     p.add_argument("--to", required=True, help="a store name: faiss or milvus")

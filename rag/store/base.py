@@ -36,8 +36,12 @@ class VectorStore(Protocol):
         """Remove rows by id; unknown ids are ignored. Returns how many were removed."""
         ...
 
-    def search(self, vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Top-k rows per query: (scores (q, k) float32, ids (q, k) int64), best first; id -1 pads."""
+    def search(self, vectors: np.ndarray, k: int, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k rows per query: (scores (q, k) float32, ids (q, k) int64), best first; id -1 pads.
+
+        `allowed` (sorted int64 ids): only these rows are candidates, filtered inside the search
+        (the top k among them, not the allowed part of an unfiltered top k); None: every row.
+        """
         ...
 
     def get(self, ids: np.ndarray) -> np.ndarray:

@@ -119,18 +119,21 @@ class MilvusStore:
             self._call("delete", self._client.delete, self.collection, ids=present[start : start + LOOKUP_BATCH])
         return len(present)
 
-    def search(self, vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def search(self, vectors: np.ndarray, k: int, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k rows per query; with `allowed`, a filter expression on the id inside Milvus's search."""
         vectors = self._vectors(vectors)
         if not isinstance(k, (int, np.integer)) or k < 1:
             raise ValueError(f"k must be a positive integer, got {k!r}.")
         k = int(k)
         scores = np.full((len(vectors), k), -np.inf, dtype=np.float32)
         found = np.full((len(vectors), k), -1, dtype=np.int64)
-        if len(vectors) == 0:
+        if len(vectors) == 0 or (allowed is not None and len(allowed) == 0):
             return scores, found
         params = {"metric_type": "IP", "params": self._search_params(k)}
+        where = {} if allowed is None else {"filter": f"{ID} in {_ids(allowed).tolist()}"}
         results = self._call(
-            "search", self._client.search, self.collection, data=vectors.tolist(), limit=min(k, MAX_K), search_params=params, output_fields=[ID]
+            "search", self._client.search, self.collection, data=vectors.tolist(), limit=min(k, MAX_K), search_params=params,
+            output_fields=[ID], **where,
         )
         for row, hits in enumerate(results):
             for col, hit in enumerate(hits[:k]):

@@ -28,15 +28,27 @@ class SegmentedStore:
         self.removed = [np.unique(np.asarray(r, dtype=np.int64)) for r in removed]
         self.dim = dim
 
-    def search(self, vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def search(self, vectors: np.ndarray, k: int, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """The top k over every segment; with `allowed` (sorted ids, none of them removed), each
+        segment searches among its share of them only."""
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
             raise ValueError(f"k must be a positive integer, got {k!r}.")
         q = len(vectors)
         all_scores, all_ids = [np.full((q, 0), -np.inf, dtype=np.float32)], [np.full((q, 0), -1, dtype=np.int64)]
-        for store, removed in zip(self.stores, self.removed):
+        if allowed is not None:
+            allowed = np.asarray(allowed, dtype=np.int64)
+            bounds = np.searchsorted(allowed, np.append(self.firsts[1:], np.iinfo(np.int64).max))
+        for n, (store, removed) in enumerate(zip(self.stores, self.removed)):
             live = store.count() - len(removed)
             if live <= 0:
+                continue
+            if allowed is not None:
+                mine = allowed[(bounds[n - 1] if n else 0) : bounds[n]]
+                if len(mine):
+                    scores, ids = store.search(vectors, min(int(k), len(mine)), allowed=mine)
+                    all_scores.append(scores.astype(np.float32))
+                    all_ids.append(ids.astype(np.int64))
                 continue
             scores, ids = store.search(vectors, min(int(k) + len(removed), store.count()))
             if len(removed):
