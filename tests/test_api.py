@@ -24,7 +24,7 @@ class FakePipeline:
     def __init__(self) -> None:
         self.calls: list[dict] = []
 
-    def answer(self, question: str, top_k: int | None = None, searched: str | None = None, on_token=None, quick=None) -> Answer:
+    def answer(self, question: str, top_k: int | None = None, searched: str | None = None, on_token=None, quick=None, collections=None) -> Answer:
         self.calls.append(dict(question=question, top_k=top_k, searched=searched, quick=quick() if callable(quick) else quick))
         if not question.strip():
             raise ValueError("The question is empty: type a question about the articles.")
@@ -353,7 +353,7 @@ def test_a_client_that_hangs_up_stops_its_answer_and_frees_its_place():
     class Slow(FakePipeline):
         stopped: tuple[int, str] | None = None
 
-        def answer(self, question, top_k=None, searched=None, on_token=None, quick=None):
+        def answer(self, question, top_k=None, searched=None, on_token=None, quick=None, collections=None):
             for n in range(600):  # a generation of a minute, one piece every 0.1 s
                 try:
                     on_token("x")

@@ -7,8 +7,13 @@
 - `GET /v1/models`, `POST /v1/answer` (the Answer JSON), `GET /healthz` (with questions in flight).
 - One admission limit with the UI (`Admission`): past it, 503 with `Retry-After`.
 
-With `RAG_API_KEY` set (`Settings.api_key`), every /v1 route wants `Authorization: Bearer <key>`,
-compared in constant time; a wrong or missing key gets a bare 401.
+- `GET /v1/collections`, `GET /v1/documents`: what the caller may read.
+
+With a users file (`rag users`, docs/team.md) every /v1 route wants `Authorization: Bearer <key>`
+of a user, and answers, lists and streams from that user's collections only (`collection` in a
+request narrows it to one of them). Without one, `RAG_API_KEY` (`Settings.api_key`) is the one
+key, or the routes are open (the server binds 127.0.0.1). Keys are compared in constant time; a
+wrong, revoked or missing key gets a bare 401.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 from ..answering.followup import rewrite
 from ..config import Settings
 from ..types import Answer, Citation
+from .access import Access, NoCollection
 from .admission import Admission, Busy
 
 log = logging.getLogger(__name__)
@@ -46,7 +52,7 @@ class AnswersQuestions(Protocol):
     """What the API needs from rag.pipeline.Pipeline: `on_token` may raise to stop a generation
     (the client went away); `quick` says why the answer skips the LLM."""
 
-    def answer(self, question: str, top_k: int | None = None, searched: str | None = None, on_token=None, quick=None) -> Answer: ...
+    def answer(self, question: str, top_k: int | None = None, searched: str | None = None, on_token=None, quick=None, collections=None) -> Answer: ...
 
 
 # -- request bodies --------------------------------------------------------------------------
@@ -78,6 +84,7 @@ class ChatRequest(BaseModel):
     messages: list[ChatMessage] = Field(min_length=1)
     stream: bool = False
     top_k: int | None = Field(None, ge=1, le=20, description="passages retrieved; default from Settings")
+    collection: str | None = Field(None, max_length=64, description="answer from this one of the caller's collections only")
 
 
 class AnswerRequest(BaseModel):
@@ -86,6 +93,7 @@ class AnswerRequest(BaseModel):
     question: str
     history: list[str] = Field([], description="earlier standalone questions, oldest first")
     top_k: int | None = Field(None, ge=1, le=20)
+    collection: str | None = Field(None, max_length=64, description="answer from this one of the caller's collections only")
 
 
 class ApiError(Exception):
@@ -227,18 +235,26 @@ async def read_body(request: Request, model: type[BaseModel]) -> Any:
         raise ApiError(400, f"Invalid request: {where}: {first['msg']}.") from None
 
 
-def require_key(api_key: SecretStr | str | None):
-    """A dependency that lets a request through only with `Authorization: Bearer <api_key>`."""
+def require_key(api_key: SecretStr | str | None, users: Any = None):
+    """A dependency that lets a request through only with `Authorization: Bearer <key>`: a
+    user's key when there are `users` (rag.serve.users.Users; the request's `state.access` is
+    then that user's), else `api_key` (None: open). Either way `request.state.access` is set."""
     if isinstance(api_key, SecretStr):
         api_key = api_key.get_secret_value()
     expected = f"Bearer {api_key}".encode() if api_key else None
 
     def check(request: Request) -> None:
-        if expected is None:
+        given = request.headers.get("authorization", "")
+        if users is not None:
+            scheme, _, key = given.partition(" ")
+            user = users.authenticate(key.strip() if scheme.lower() == "bearer" else "")
+            if user is None:
+                raise _Unauthorized()
+            request.state.access = Access.of(user.name, user.collections, user.admin)
             return
-        given = request.headers.get("authorization", "").encode()
-        if not hmac.compare_digest(given, expected):
+        if expected is not None and not hmac.compare_digest(given.encode(), expected):
             raise _Unauthorized()
+        request.state.access = Access.everyone()
 
     return check
 
@@ -262,7 +278,7 @@ async def _watch_disconnect(request: Request, gone: threading.Event) -> bool:
 
 
 # -- the app ------------------------------------------------------------------------------------
-def create_app(pipeline: AnswersQuestions, api_key: SecretStr | str | None = None, admission: Admission | None = None) -> FastAPI:
+def create_app(pipeline: AnswersQuestions, api_key: SecretStr | str | None = None, admission: Admission | None = None, users: Any = None) -> FastAPI:
     """A FastAPI app with the API routes; mount the Gradio UI on it with `mount_ui`.
 
     Args:
@@ -270,6 +286,8 @@ def create_app(pipeline: AnswersQuestions, api_key: SecretStr | str | None = Non
             quick=None) -> Answer`, loaded already (call its warm_up() first) and safe to call
             from several threads.
         api_key: when set, the /v1 routes need it as a bearer token.
+        users: rag.serve.users.Users: the /v1 routes need a user's key and answer from that
+            user's collections (api_key is then not used).
         admission: the places shared with the UI (`rag serve` passes one to both); None: its own,
             from the pipeline's settings.
     """
@@ -294,7 +312,21 @@ def create_app(pipeline: AnswersQuestions, api_key: SecretStr | str | None = Non
         response.headers["Retry-After"] = str(err.retry_after)
         return response
 
-    async def answer(request: Request, question: str, top_k: int | None, searched: str | None) -> Answer:
+    def scope(request: Request, requested: str | None) -> frozenset[str] | None:
+        """The collections this request is answered from (the caller's, or the one asked for)."""
+        access: Access = request.state.access
+        try:
+            if requested is not None and requested not in collection_counts():
+                raise NoCollection(requested)  # the same words as for one that exists but is not theirs
+            return access.scope(requested)
+        except NoCollection as err:
+            raise ApiError(404, str(err)) from None
+
+    def collection_counts() -> dict[str, tuple[int, int]]:
+        index = getattr(pipeline, "index", None)
+        return index.collection_counts() if index is not None and hasattr(index, "collection_counts") else {}
+
+    async def answer(request: Request, question: str, top_k: int | None, searched: str | None, collections: frozenset[str] | None = None) -> Answer:
         gone = threading.Event()
 
         def stop_if_gone(piece: str) -> None:
@@ -302,7 +334,10 @@ def create_app(pipeline: AnswersQuestions, api_key: SecretStr | str | None = Non
                 raise _ClientGone
         with admission.enter():  # Busy -> 503 with Retry-After
             job = asyncio.get_running_loop().run_in_executor(
-                workers, lambda: pipeline.answer(question, top_k=top_k, searched=searched, on_token=stop_if_gone, quick=admission.quick_reason)
+                workers,
+                lambda: pipeline.answer(
+                    question, top_k=top_k, searched=searched, on_token=stop_if_gone, quick=admission.quick_reason, collections=collections
+                ),
             )
             watcher = asyncio.create_task(_watch_disconnect(request, gone))
             try:
@@ -323,7 +358,7 @@ def create_app(pipeline: AnswersQuestions, api_key: SecretStr | str | None = Non
         """Up, and how loaded: questions in flight (UI and API together) of the limit."""
         return {"status": "ok", "in_flight": admission.in_flight, "limit": admission.limit}
 
-    v1 = APIRouter(prefix="/v1", dependencies=[Depends(require_key(api_key))])
+    v1 = APIRouter(prefix="/v1", dependencies=[Depends(require_key(api_key, users))])
 
     @v1.get("/models")
     def models() -> dict[str, Any]:
@@ -332,15 +367,34 @@ def create_app(pipeline: AnswersQuestions, api_key: SecretStr | str | None = Non
     @v1.post("/answer")
     async def answer_route(request: Request) -> dict[str, Any]:
         body: AnswerRequest = await read_body(request, AnswerRequest)
+        collections = scope(request, body.collection)
         searched = rewrite(body.question, body.history[-MAX_HISTORY:])
-        a = await answer(request, body.question, body.top_k, searched or None)
+        a = await answer(request, body.question, body.top_k, searched or None, collections)
         return a.model_dump(mode="json")
+
+    @v1.get("/collections")
+    def collections_route(request: Request) -> dict[str, Any]:
+        """The caller's collections with their document and chunk counts."""
+        access: Access = request.state.access
+        counts = collection_counts()
+        return {"data": [{"name": n, "documents": counts[n][0], "chunks": counts[n][1]} for n in access.visible(counts)]}
+
+    @v1.get("/documents")
+    def documents_route(request: Request, collection: str | None = None) -> dict[str, Any]:
+        """The documents the caller may read (of one of their collections, if given)."""
+        collections = scope(request, collection)
+        docs = pipeline.documents(collections)  # type: ignore[attr-defined]
+        return {"data": [
+            {"doc_id": d.doc_id, "title": d.title, "collection": d.collection, "pages": len(d.pages), "chars": len(d.text)}
+            for d in sorted(docs.values(), key=lambda d: d.doc_id)
+        ]}
 
     @v1.post("/chat/completions")
     async def chat(request: Request) -> Response:
         body: ChatRequest = await read_body(request, ChatRequest)
+        collections = scope(request, body.collection)
         question, searched = question_and_searched(body.messages)
-        a = await answer(request, question, body.top_k, searched or None)
+        a = await answer(request, question, body.top_k, searched or None, collections)
         completion_id, created = _completion_id(), int(time.time())
         if body.stream:
             return StreamingResponse(
@@ -361,7 +415,7 @@ def mount_ui(app: FastAPI, blocks: Any, **gradio_kwargs: Any) -> FastAPI:
 
 def serve(
     pipeline: AnswersQuestions, blocks: Any, host: str, port: int, api_key: SecretStr | None = None,
-    admission: Admission | None = None, **gradio_kwargs: Any,
+    admission: Admission | None = None, users: Any = None, **gradio_kwargs: Any,
 ) -> None:
     """Serve the UI at / and the API at /v1 on one port until interrupted.
 
@@ -371,5 +425,5 @@ def serve(
     """
     import uvicorn
 
-    app = mount_ui(create_app(pipeline, api_key, admission), blocks, server_name=host, server_port=port, **gradio_kwargs)
+    app = mount_ui(create_app(pipeline, api_key, admission, users), blocks, server_name=host, server_port=port, **gradio_kwargs)
     uvicorn.run(app, host=host, port=port, log_level="warning")
