@@ -99,7 +99,7 @@ def corpus_files(corpus_dir: Path) -> list[Path]:
     for p in sorted(corpus_dir.iterdir()):
         if p.name.startswith("."):
             continue
-        if p.is_dir() and not p.is_symlink():
+        if p.is_dir():
             if COLLECTION_NAME.fullmatch(p.name):
                 found += [f for f in sorted(p.iterdir()) if (f.is_file() or f.is_symlink()) and not f.name.startswith(".")]
             else:
