@@ -257,6 +257,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the numbers as JSON")
     p.set_defaults(func=_cmd_bench)
 
+    from .users import register as users_commands
+
+    users_commands(sub)  # rag users add/list/remove/rotate
+
     p = sub.add_parser("serve", help="start the chat UI and the OpenAI-compatible API (/v1) on one port")
     p.add_argument("--host", default="127.0.0.1", help="address to bind; 0.0.0.0 opens it to the network (set RAG_API_KEY)")
     p.add_argument("--port", type=int, default=7860)
@@ -273,12 +277,14 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger("rag").setLevel(logging.DEBUG)  # rag's debug lines, library warnings among them
     from ..index.corpus import EmptyCorpusError
     from ..index.manifest import StaleIndex
+    from .history import HistoryError
+    from .users import UsersFileError
 
     try:
         return args.func(args)
     except KeyError as err:
         print(f"error: {err.args[0]}", file=sys.stderr)
         return 2
-    except (ValueError, FileNotFoundError, EmptyCorpusError, StaleIndex) as err:
+    except (ValueError, FileNotFoundError, EmptyCorpusError, StaleIndex, UsersFileError, HistoryError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -43,6 +43,7 @@ from typing import Any, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from ..index.corpus import COLLECTION_NAME, check_collection
 from .access import ALL
 
 log = logging.getLogger(__name__)
@@ -51,23 +52,10 @@ FORMAT = 1  # the users file's format; another one is refused with a message (no
 KEY_PREFIX = "rag_"  # says what a leaked string is (and lets secret scanners find it)
 MAX_KEY_CHARS = 512  # a longer "key" is not one of ours: refused before hashing anything
 SALT_BYTES = 16
-COLLECTION_NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")  # a user's name follows the same rule
 _HEX = re.compile(r"[0-9a-f]*")
 
 
-def check_collection_name(name: str) -> str:
-    """A collection name as given, if it is one: 1-64 letters, digits, dots, dashes or
-    underscores, not only dots (it names a folder of corpus/).
-
-    >>> check_collection_name("hr"), check_collection_name("team-2.docs")
-    ('hr', 'team-2.docs')
-
-    Raises:
-        ValueError: it is not.
-    """
-    if not isinstance(name, str) or not COLLECTION_NAME.fullmatch(name) or not name.strip("."):
-        raise ValueError(f"{name!r} is not a collection name: use 1-64 letters, digits, '.', '-' or '_'.")
-    return name
+check_collection_name = check_collection  # one rule for collection names: rag/index/corpus.py
 
 
 def check_user_name(name: str) -> str:
