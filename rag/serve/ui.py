@@ -1,4 +1,11 @@
-"""The Gradio chat: streamed cited answers, a source viewer, follow-ups, and the `ask` API endpoint."""
+"""The Gradio chat: streamed cited answers, a source viewer, follow-ups, saved conversations, and
+the `ask` API endpoint.
+
+With a users file (docs/team.md) the page asks for a name and key (Gradio's own login), and every
+event answers, lists and shows from that user's collections only: the page's description, the
+collection picker, the viewer and the saved conversations are filled per user when the page
+loads, never from the whole index. Only admins see and may use "Add documents".
+"""
 
 from __future__ import annotations
 
@@ -22,6 +29,7 @@ from ..lexicon import STOPWORDS
 from ..text import words
 from ..answering.confidence import confidence_label
 from ..types import Answer, Citation, Document
+from .access import Access, NoCollection
 from .admission import Admission, Busy
 
 log = logging.getLogger(__name__)
@@ -31,6 +39,9 @@ QUOTE_CHARS = 160  # length of the quote shown under an answer
 TITLE_CHARS = 60  # length of a title in the page's one-line description
 MAX_TOP_K = 20  # the slider's and the API's upper bound (Settings.top_k allows 1..20)
 QUEUE_SIZE = 32  # waiting requests beyond this get "queue is full, try again"; 20 users fit
+ALL_MINE = "All my collections"  # the picker's first choice: every collection the user may read
+LOCAL_USER = "local"  # whose conversations are saved when there are no users
+TEAM_TITLE = "Ask your team's documents"
 
 # Example questions for the articles shipped in corpus/. An example is shown only when the
 # corpus holds all of its names, so another corpus never gets questions it cannot answer.
@@ -290,21 +301,76 @@ def answer_json(answer: Answer) -> dict[str, Any]:
 
 
 # -- the app -----------------------------------------------------------------------------
-def build(pipeline: Pipeline, admission: Admission | None = None) -> gr.Blocks:
+def build(pipeline: Pipeline, admission: Admission | None = None, users: Any = None, history: Any = None) -> gr.Blocks:
     """The Blocks app over a loaded pipeline (call pipeline.warm_up() first to load it).
 
     `admission`: the places shared with the /v1 API (`launch` passes one to both); None: its
-    own, from the settings. Up to its limit questions are answered at once.
+    own, from the settings. Up to its limit questions are answered at once. `users`
+    (rag.serve.users.Users): each event is answered as the logged-in user (serve the app with
+    `auth=users.check_password`); None: one reader of everything. `history`
+    (rag.serve.history.History): conversations are saved per user.
     """
     admission = admission or Admission.from_settings(pipeline.settings)
-    documents = list(pipeline.index.documents.values())
-    page_title, description = describe_corpus(documents)
     default_k = pipeline.settings.top_k
+    if users is None:  # one reader: the page may describe the whole corpus
+        documents = list(pipeline.index.documents.values())
+        page_title, description = describe_corpus(documents)
+        examples = [{"text": q} for q in example_questions(documents)]
+    else:  # described per user when the page loads (see `on_load`)
+        page_title, description, examples = TEAM_TITLE, "", []
 
-    def respond(message: str, turns: list[Turn], top_k: float, show_sources: bool) -> Iterator[tuple]:
+    def access_of(request: gr.Request | None) -> Access:
+        """The reader of this event: the logged-in user as the users file says now (a removed
+        user reads nothing), or everyone without users."""
+        if users is None:
+            return Access.everyone()
+        name = getattr(request, "username", None)
+        user = users.get(name) if name else None
+        if user is None:
+            return Access(user=name or "", collections=frozenset(), admin=False)
+        return Access.of(user.name, user.collections, user.admin)
+
+    def scope_of(access: Access, collection: str | None) -> frozenset[str] | None:
+        choice = None if collection in (None, "", ALL_MINE) else collection
+        if choice is not None and choice not in pipeline.index.collection_counts():
+            raise NoCollection(choice)
+        return access.scope(choice)
+
+    def owner(access: Access) -> str:
+        return access.user or LOCAL_USER
+
+    def on_load(request: gr.Request) -> tuple:
+        """Fill the page for this user: description, collection picker, uploads (admins),
+        saved conversations."""
+        access = access_of(request)
+        readable = access.visible(pipeline.index.collection_counts())
+        if users is None:
+            header = gr.skip()
+        else:
+            docs = list(pipeline.documents(access.collections).values())
+            title, desc = describe_corpus(docs) if docs else ("No documents you can read yet", "Ask an admin to give you a collection.")
+            who = f"Signed in as {access.user}" + (" (admin)" if access.admin else "")
+            header = f"## {html.escape(title)}\n<div class='rag-desc'>{html.escape(desc)}</div><div class='rag-desc'>{html.escape(who)}</div>"
+        picker = gr.Dropdown(choices=[ALL_MINE] + readable, value=ALL_MINE, visible=len(readable) > 1)
+        return header, picker, gr.Accordion(visible=access.admin), gr.Dropdown(choices=readable or ["default"], value=(readable or ["default"])[0]), conversation_choices(access, None)
+
+    def conversation_choices(access: Access, selected: str | None):
+        if history is None:
+            return gr.Dropdown(choices=[], value=None, visible=False)
+        items = [(f"{c.title} ({c.messages // 2})", c.id) for c in history.conversations(owner(access))]
+        return gr.Dropdown(choices=items, value=selected if any(v == selected for _, v in items) else None, visible=True)
+
+    def respond(message: str, turns: list[Turn], top_k: float, show_sources: bool, collection: str | None,
+                conversation: str | None, request: gr.Request) -> Iterator[tuple]:
         question = " ".join((message or "").split())
+        access = access_of(request)
         if not question:
             gr.Warning("Type a question about the articles first.")
+            return
+        try:
+            collections = scope_of(access, collection)
+        except NoCollection as err:
+            gr.Warning(str(err))
             return
         previous = [t.answer.searched or t.question for t in turns]
         searched = rewrite(question, previous)
@@ -313,33 +379,87 @@ def build(pipeline: Pipeline, admission: Admission | None = None) -> gr.Blocks:
             {"role": "assistant", "content": render_streaming("")},
         ]
         streamed = ""
+        keep = gr.skip()
         try:
             with admission.enter():  # a client that leaves closes this generator: the place is freed
-                yield "", shown, turns
-                stream = pipeline.stream(question, top_k=int(top_k), searched=searched, quick=admission.quick_reason)
+                yield "", shown, turns, keep
+                stream = pipeline.stream(question, top_k=int(top_k), searched=searched, quick=admission.quick_reason, collections=collections)
                 for piece in stream:
                     streamed += piece
                     shown[-1] = {"role": "assistant", "content": render_streaming(streamed)}
-                    yield "", shown, turns
+                    yield "", shown, turns, keep
         except Busy as err:
             gr.Warning(str(err))
-            yield message, render_messages(turns, show_sources), turns
+            yield message, render_messages(turns, show_sources), turns, keep
             return
         except ValueError as err:  # the question failed validation (too long, ...)
             gr.Warning(str(err))
-            yield message, render_messages(turns, show_sources), turns
+            yield message, render_messages(turns, show_sources), turns, keep
             return
         except Exception as err:  # keep the chat usable, and say what failed
             log.exception("answering %r failed", question)
-            yield message, render_messages(turns, show_sources), turns
+            yield message, render_messages(turns, show_sources), turns, keep
             raise gr.Error(f"Answering failed: {err}") from err
         turn = Turn(id=(turns[-1].id + 1) if turns else 1, question=question, answer=stream.answer)
         if turn.answer.route == "extractive" and turn.answer.reason.startswith(LLM_FAILED):
             gr.Warning(llm_failed_notice(turn.answer.reason))
         turns = (list(turns) + [turn])[-MAX_TURNS:]
-        yield "", render_messages(turns, show_sources), turns
+        if history is not None:
+            conversation = save_turn(access, conversation, turn)
+            keep = conversation_choices(access, conversation)
+        yield "", render_messages(turns, show_sources), turns, keep
 
-    def open_source(turns: list[Turn], evt: gr.EventData) -> str:
+    def save_turn(access: Access, conversation: str | None, turn: Turn) -> str | None:
+        """Append the turn to the user's conversation (a new one for a new chat); None if saving failed."""
+        try:
+            if conversation:
+                try:
+                    history.append(owner(access), conversation, "user", turn.question)
+                except KeyError:  # deleted meanwhile (another tab): start again
+                    conversation = None
+            if not conversation:
+                conversation = history.start(owner(access), turn.question)
+                history.append(owner(access), conversation, "user", turn.question)
+            history.append(owner(access), conversation, "assistant", turn.answer.text, {"answer": turn.answer.model_dump(mode="json")})
+            return conversation
+        except Exception:  # the answer was given; a history that cannot be written must not take it away
+            log.exception("saving the conversation failed")
+            gr.Warning("This answer could not be saved to your history.")
+            return conversation
+
+    def open_conversation(conversation: str | None, show_sources: bool, request: gr.Request) -> tuple:
+        if history is None or not conversation:
+            return gr.skip(), gr.skip()
+        try:
+            messages = history.messages(owner(access_of(request)), conversation)
+        except KeyError:
+            gr.Warning("That conversation is gone.")
+            return gr.skip(), gr.skip()
+        turns, question = [], ""
+        for m in messages:
+            if m.role == "user":
+                question = m.content
+            elif m.meta and "answer" in m.meta:
+                try:
+                    turns.append(Turn(id=len(turns) + 1, question=question, answer=Answer.model_validate(m.meta["answer"])))
+                except ValueError:  # saved by another version: skip it
+                    continue
+        turns = turns[-MAX_TURNS:]
+        return render_messages(turns, show_sources), turns
+
+    def delete_conversation(conversation: str | None, request: gr.Request) -> tuple:
+        access = access_of(request)
+        if history is not None and conversation:
+            try:
+                history.delete(owner(access), conversation)
+            except KeyError:
+                pass
+        return [], [], "", render_source(None), conversation_choices(access, None)
+
+    def new_chat(request: gr.Request) -> tuple:
+        return [], [], "", render_source(None), conversation_choices(access_of(request), None)
+
+    def open_source(turns: list[Turn], evt: gr.EventData, request: gr.Request) -> str:
         data = getattr(evt, "_data", None) or {}
         turn = next((t for t in turns if t.id == data.get("turn")), None)
         if turn is None:
@@ -349,12 +469,24 @@ def build(pipeline: Pipeline, admission: Admission | None = None) -> gr.Blocks:
         citation = next((c for c in pool if c.n == data.get("n")), None)
         if citation is None:
             return gr.skip()
-        return render_source(pipeline.index.documents.get(citation.doc_id), citation)
+        document = pipeline.documents(access_of(request).collections).get(citation.doc_id)  # what this user may read now
+        if document is None:
+            gr.Warning("That document is not in the collections you can read (or was removed).")
+            return gr.skip()
+        return render_source(document, citation)
 
-    def upload(files: list[Any] | None, progress=gr.Progress()) -> str:
-        """Index the dropped files; the next question can cite them."""
+    def upload(files: list[Any] | None, collection: str | None, request: gr.Request, progress=gr.Progress()) -> str:
+        """Index the dropped files into the chosen collection (admins only); the next question can cite them."""
         if not files:
             return ""
+        if not access_of(request).admin:
+            raise gr.Error("Only an admin can add documents.")
+        try:
+            from ..index.corpus import check_collection
+
+            collection = check_collection((collection or "default").strip())
+        except ValueError as err:
+            raise gr.Error(str(err)) from None
         uploads = [(Path(f), Path(getattr(f, "orig_name", None) or f).name) for f in files]
         progress(0, desc="Reading files")
 
@@ -362,7 +494,7 @@ def build(pipeline: Pipeline, admission: Admission | None = None) -> gr.Blocks:
             progress(n / (len(uploads) + 1), desc=f"Reading {name}")
 
         try:
-            report = pipeline.add_uploads(uploads, on_file=on_file)
+            report = pipeline.add_uploads(uploads, on_file=on_file, collection=collection)
         except Exception as err:  # keep the app usable and say what failed
             log.exception("upload failed")
             raise gr.Error(f"Adding the files failed: {err}") from err
@@ -372,10 +504,8 @@ def build(pipeline: Pipeline, admission: Admission | None = None) -> gr.Blocks:
     def toggle_sources(turns: list[Turn], show_sources: bool) -> tuple:
         return render_messages(turns, show_sources), gr.Column(visible=show_sources)
 
-    def clear() -> tuple:
-        return [], [], "", render_source(None)
-
-    def ask(question: str, history: list[str] | None = None, top_k: int | None = None) -> dict[str, Any]:
+    def ask(question: str, history: list[str] | None = None, top_k: int | None = None, collection: str | None = None,
+            request: gr.Request = None) -> dict[str, Any]:
         """Answer one question from the articles, with citations as structured data.
 
         Args:
@@ -383,6 +513,7 @@ def build(pipeline: Pipeline, admission: Admission | None = None) -> gr.Blocks:
             history: earlier standalone questions, oldest first; a follow-up such as
                 "and what about Google?" is rewritten against the last one.
             top_k: passages retrieved (default from the settings).
+            collection: answer from this one of your collections only (default: all of them).
 
         Returns:
             The Answer as a dict: text (with [n] markers), refused, route, searched,
@@ -392,17 +523,20 @@ def build(pipeline: Pipeline, admission: Admission | None = None) -> gr.Blocks:
             raise gr.Error(f"top_k must be between 1 and {MAX_TOP_K}, not {top_k}.")
         searched = rewrite(question, list(history or [])[-MAX_TURNS:])
         try:
+            collections = scope_of(access_of(request), collection)
             with admission.enter():
-                return answer_json(pipeline.answer(question, top_k=top_k, searched=searched or None, quick=admission.quick_reason))
-        except (Busy, ValueError) as err:
+                return answer_json(
+                    pipeline.answer(question, top_k=top_k, searched=searched or None, quick=admission.quick_reason, collections=collections)
+                )
+        except (Busy, ValueError, NoCollection) as err:
             raise gr.Error(str(err)) from err
 
-    examples = [{"text": q} for q in example_questions(documents)]
     with gr.Blocks(title=page_title, fill_width=True) as demo:
-        gr.Markdown(
-            f"## {html.escape(page_title)}\n<div class='rag-desc'>{html.escape(description)}</div>", latex_delimiters=[]
+        header = gr.Markdown(
+            f"## {html.escape(page_title)}\n<div class='rag-desc'>{html.escape(description)}</div>", latex_delimiters=[], elem_id="rag-header"
         )
         turns = gr.State([])
+        conversation = gr.State(None)
         with gr.Row(equal_height=False):
             with gr.Column(scale=3, min_width=380):
                 chatbot = gr.Chatbot(
@@ -425,8 +559,13 @@ def build(pipeline: Pipeline, admission: Admission | None = None) -> gr.Blocks:
                     )
                     send = gr.Button("Ask", variant="primary", scale=1, min_width=80, elem_id="rag-ask")
                 with gr.Row():
-                    clear_btn = gr.Button("Clear chat", size="sm", elem_id="rag-clear")
-                with gr.Accordion("Add documents", open=False):
+                    clear_btn = gr.Button("New chat", size="sm", elem_id="rag-clear")
+                    picker = gr.Dropdown([ALL_MINE], value=ALL_MINE, label="Collection", elem_id="rag-collection", visible=False, scale=2)
+                with gr.Row():
+                    saved = gr.Dropdown([], label="Your conversations", elem_id="rag-conversations", visible=False, scale=4)
+                    delete_btn = gr.Button("Delete conversation", size="sm", elem_id="rag-delete", scale=1)
+                with gr.Accordion("Add documents", open=False, visible=users is None) as adding:
+                    target = gr.Dropdown(["default"], value="default", label="Into collection", allow_custom_value=True, elem_id="rag-target")
                     files = gr.File(
                         label=f"Drop files here ({', '.join(supported_suffixes())})", file_count="multiple",
                         elem_id="rag-upload", type="filepath",
@@ -442,18 +581,23 @@ def build(pipeline: Pipeline, admission: Admission | None = None) -> gr.Blocks:
                 )
 
         llm = dict(concurrency_limit=admission.limit, concurrency_id="llm")  # the models batch or share themselves
-        ask_inputs = [box, turns, top_k, show_sources]
-        ask_outputs = [box, chatbot, turns]
+        ask_inputs = [box, turns, top_k, show_sources, picker, conversation]
+        ask_outputs = [box, chatbot, turns, saved]
         box.submit(respond, ask_inputs, ask_outputs, api_visibility="private", **llm)
         send.click(respond, ask_inputs, ask_outputs, api_visibility="private", **llm)
         chatbot.example_select(_example_text, None, box, api_visibility="private", queue=False).then(
             respond, ask_inputs, ask_outputs, api_visibility="private", **llm
         )
         viewer.click(open_source, turns, viewer, api_visibility="private", queue=False)
-        files.upload(upload, files, upload_status, api_name="upload", concurrency_limit=1, concurrency_id="index")
+        files.upload(upload, [files, target], upload_status, api_name="upload", concurrency_limit=1, concurrency_id="index")
         show_sources.change(toggle_sources, [turns, show_sources], [chatbot, viewer_col], api_visibility="private", queue=False)
-        clear_btn.click(clear, None, [chatbot, turns, box, viewer], api_visibility="private", queue=False)
-        chatbot.clear(clear, None, [chatbot, turns, box, viewer], api_visibility="private", queue=False)
+        fresh = [chatbot, turns, box, viewer, saved]
+        clear_btn.click(new_chat, None, fresh, api_visibility="private", queue=False)
+        chatbot.clear(new_chat, None, fresh, api_visibility="private", queue=False)
+        delete_btn.click(delete_conversation, saved, fresh, api_visibility="private", queue=False)
+        saved.input(open_conversation, [saved, show_sources], [chatbot, turns], api_visibility="private", queue=False)
+        saved.change(lambda value: value, saved, conversation, api_visibility="private", queue=False)
+        demo.load(on_load, None, [header, picker, adding, target, saved], api_visibility="private", queue=False)
         gr.api(ask, api_name="ask", **llm)
     return demo
 
@@ -463,14 +607,29 @@ def _example_text(evt: gr.SelectData) -> str:
 
 
 def launch(host: str = "127.0.0.1", port: int = 7860) -> None:
-    """Load the models and index (so the first user waits for nothing), then serve the chat and the API."""
-    pipeline = Pipeline(Settings())
+    """Load the models and index (so the first user waits for nothing), then serve the chat and the API.
+
+    Raises:
+        UsersFileError: the users file is damaged or readable by others (checked before any model loads).
+    """
+    from .history import History
+    from .users import Users
+
+    settings = Settings()
+    users = Users.open(settings.users_file)  # None without a file; a bad one stops the start here
+    history = History.from_settings(settings)
+    pipeline = Pipeline(settings)
     log.info("warming up: loading the index and models")
     pipeline.warm_up()
     admission = Admission.from_settings(pipeline.settings)  # one limit for the chat and /v1 together
-    demo = build(pipeline, admission)
+    demo = build(pipeline, admission, users=users, history=history)
     demo.queue(default_concurrency_limit=1, max_size=QUEUE_SIZE)
-    print(f"rag chat UI ready on http://{host}:{port} (OpenAI-compatible API at /v1)", flush=True)
+    who = f"{len(users.list())} users from {settings.users_file}" if users is not None else "no users file: one user, everything readable"
+    print(f"rag chat UI ready on http://{host}:{port} (OpenAI-compatible API at /v1; {who})", flush=True)
     from .api import serve
 
-    serve(pipeline, demo, host=host, port=port, api_key=pipeline.settings.api_key, admission=admission, css=CSS, show_error=True, footer_links=["api"])
+    login = dict(auth=users.check_password, auth_message="Sign in with your user name and the key `rag users add` printed.") if users is not None else {}
+    serve(
+        pipeline, demo, host=host, port=port, api_key=pipeline.settings.api_key, admission=admission, users=users,
+        css=CSS, show_error=True, footer_links=["api"], **login,
+    )
