@@ -9,7 +9,7 @@ depend on the vectors' spread), and what each costs in memory and updates.
 
     python benchmarks/collection_filter.py [--rows 100000] [--queries 200]
 
-Writes benchmarks/results/collection-filter.md.
+Writes benchmarks/results/<date>-<commit>-collection-filter.md.
 """
 
 from __future__ import annotations
@@ -23,7 +23,14 @@ import numpy as np
 
 from rag.store.faiss import FaissStore
 
-RESULTS = Path(__file__).resolve().parent / "results" / "collection-filter.md"
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+
+
+def results_file() -> Path:
+    import subprocess
+
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=RESULTS_DIR).stdout.strip() or "nogit"
+    return RESULTS_DIR / f"{time.strftime('%Y-%m-%d')}-{commit}-collection-filter.md"
 
 
 def unit(n: int, dim: int, seed: int) -> np.ndarray:
@@ -81,8 +88,8 @@ def main() -> None:
         "from their stored floats and passes larger sets to its own filtered search (rag/store/faiss.py).",
         "(Timed while another test ran on the machine: compare within a row, not across runs.)",
     ]
-    RESULTS.parent.mkdir(exist_ok=True)
-    RESULTS.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    out = results_file()
+    out.write_text("\n".join(lines) + "\n", encoding="utf-8")
     print("\n".join(lines))
 
 

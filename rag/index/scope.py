@@ -13,15 +13,11 @@ sentence outside the scope raises KeyError, as for a removed one.
 from __future__ import annotations
 
 from functools import cached_property
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .bm25 import Lexicon
 from ..types import Chunk, Document, Sentence
-
-if TYPE_CHECKING:
-    from .manifest import Index
 
 
 class ScopedStore:
@@ -48,7 +44,8 @@ class ScopedStore:
 class IndexView:
     """`index` restricted to the documents of `collections` (read-only, like the Index)."""
 
-    def __init__(self, index: "Index", collections: frozenset[str]) -> None:
+    def __init__(self, index, collections: frozenset[str]) -> None:
+        """`index`: a rag.index.manifest.Index (which makes its views through `Index.within`)."""
         self.base = index
         self.collections = collections
         self.manifest = index.manifest
