@@ -404,3 +404,40 @@ def test_an_admin_picks_a_collection_and_sees_uploads(team, chromium):
         assert "7,350" not in text and "12,800" not in text  # alpha's and beta's figures: not in gamma
     finally:
         context.close()
+
+
+# -- MCP over streamable HTTP at /mcp/, behind the same keys ----------------------------------------
+def test_mcp_over_http_answers_as_the_keys_user(team):
+    import anyio
+    import httpx2
+    from mcp import Client
+    from mcp.client.streamable_http import streamable_http_client
+
+    r = httpx.post(f"{team.url}/mcp/", json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"})
+    assert r.status_code == 401 and r.content == b""
+    assert httpx.post(f"{team.url}/mcp/", headers=bearer("rag_wrong"), json={}).status_code == 401
+
+    async def session(user: str) -> None:
+        http = httpx2.AsyncClient(headers=bearer(team.keys[user]), timeout=300)
+        async with Client(streamable_http_client(f"{team.url}/mcp/", http_client=http), read_timeout_seconds=300) as client:
+            docs = (await client.call_tool("list_documents", {})).structured_content["documents"]
+            assert {d["collection"] for d in docs} == {USERS[user]}
+            for q in [q for q in QUESTIONS if q["collection"] != USERS[user]][::3]:
+                result = await client.call_tool("ask", {"question": q["question"]})
+                assert not result.is_error
+                a = result.structured_content
+                assert {c["doc_id"].split("/")[0] for c in a["citations"] + a["closest"]} <= {USERS[user]}
+                assert leaks(user, readable(json.dumps(a, ensure_ascii=False)), asked=q["question"]) == []
+                passages = (await client.call_tool("search", {"query": q["question"], "k": 5})).structured_content["passages"]
+                assert {p["collection"] for p in passages} <= {USERS[user]}
+            other = next(c for c in USERS.values() if c != USERS[user])
+            forbidden = await client.call_tool("ask", {"question": "What is in it?", "collection": other})
+            assert forbidden.is_error and "No collection" in forbidden.content[0].text
+            theirs = sorted((TEAM / "corpus" / other).iterdir())[0].stem
+            with pytest.raises(Exception, match="No document"):
+                await client.read_resource(f"rag://documents/{other}%2F{theirs}")
+            own = docs[0]
+            assert (await client.read_resource(own["uri"])).contents[0].text.startswith(own["title"])
+
+    for user in sorted(USERS):
+        anyio.run(session, user)

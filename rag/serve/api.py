@@ -19,6 +19,7 @@ wrong, revoked or missing key gets a bare 401.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import json
 import logging
@@ -278,7 +279,10 @@ async def _watch_disconnect(request: Request, gone: threading.Event) -> bool:
 
 
 # -- the app ------------------------------------------------------------------------------------
-def create_app(pipeline: AnswersQuestions, api_key: SecretStr | str | None = None, admission: Admission | None = None, users: Any = None) -> FastAPI:
+def create_app(
+    pipeline: AnswersQuestions, api_key: SecretStr | str | None = None, admission: Admission | None = None, users: Any = None,
+    mcp: bool = False, public: bool = False,
+) -> FastAPI:
     """A FastAPI app with the API routes; mount the Gradio UI on it with `mount_ui`.
 
     Args:
@@ -288,11 +292,24 @@ def create_app(pipeline: AnswersQuestions, api_key: SecretStr | str | None = Non
         api_key: when set, the /v1 routes need it as a bearer token.
         users: rag.serve.users.Users: the /v1 routes need a user's key and answer from that
             user's collections (api_key is then not used).
+        mcp: also serve MCP (rag/serve/mcp.py) over streamable HTTP at /mcp/, behind the same keys.
+        public: the server binds beyond loopback, so MCP accepts any Host header (the keys guard it);
+            otherwise only 127.0.0.1 and localhost, against DNS rebinding.
         admission: the places shared with the UI (`rag serve` passes one to both); None: its own,
             from the pipeline's settings.
     """
-    app = FastAPI(title="rag", docs_url=None, redoc_url=None, openapi_url=None)
     admission = admission or Admission.from_settings(getattr(pipeline, "settings", None) or Settings())
+    mcp_app = _mcp_app(pipeline, users, api_key, admission, public) if mcp else None
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI):
+        if mcp_app is None:
+            yield
+            return
+        async with mcp_app.router.lifespan_context(mcp_app):  # the MCP session manager's task group
+            yield
+
+    app = FastAPI(title="rag", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
     # one thread per place, so every admitted question runs at once (the models batch or share
     # themselves); asyncio's default pool would queue all but a few out of the admission's sight
     workers = ThreadPoolExecutor(max_workers=admission.limit, thread_name_prefix="rag-api")
@@ -403,7 +420,38 @@ def create_app(pipeline: AnswersQuestions, api_key: SecretStr | str | None = Non
         return JSONResponse(chat_completion(a, completion_id, created))
 
     app.include_router(v1)
+    if mcp_app is not None:
+        app.mount("/mcp", _KeyGuard(mcp_app, require_key(api_key, users)))
     return app
+
+
+def _mcp_app(pipeline: Any, users: Any, api_key: Any, admission: Admission, public: bool) -> Any:
+    from mcp.server.transport_security import TransportSecuritySettings
+
+    from .mcp import build_server, http_access
+
+    server = build_server(pipeline, http_access(users, api_key), admission)
+    local = TransportSecuritySettings(
+        enable_dns_rebinding_protection=not public, allowed_hosts=["127.0.0.1:*", "localhost:*"],
+        allowed_origins=["http://127.0.0.1:*", "http://localhost:*"],
+    )
+    return server.streamable_http_app(streamable_http_path="/", transport_security=local, stateless_http=True, json_response=True)
+
+
+class _KeyGuard:
+    """ASGI: the MCP endpoint behind the /v1 keys (a bare 401 otherwise), as one more route."""
+
+    def __init__(self, app: Any, check: Any) -> None:
+        self.app, self.check = app, check
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            try:
+                self.check(Request(scope))
+            except _Unauthorized:
+                await Response(status_code=401, headers={"WWW-Authenticate": "Bearer"})(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 def mount_ui(app: FastAPI, blocks: Any, **gradio_kwargs: Any) -> FastAPI:
@@ -415,7 +463,7 @@ def mount_ui(app: FastAPI, blocks: Any, **gradio_kwargs: Any) -> FastAPI:
 
 def serve(
     pipeline: AnswersQuestions, blocks: Any, host: str, port: int, api_key: SecretStr | None = None,
-    admission: Admission | None = None, users: Any = None, **gradio_kwargs: Any,
+    admission: Admission | None = None, users: Any = None, mcp: bool = True, **gradio_kwargs: Any,
 ) -> None:
     """Serve the UI at / and the API at /v1 on one port until interrupted.
 
@@ -425,5 +473,6 @@ def serve(
     """
     import uvicorn
 
-    app = mount_ui(create_app(pipeline, api_key, admission, users), blocks, server_name=host, server_port=port, **gradio_kwargs)
+    public = host not in ("127.0.0.1", "localhost", "::1")
+    app = mount_ui(create_app(pipeline, api_key, admission, users, mcp=mcp, public=public), blocks, server_name=host, server_port=port, **gradio_kwargs)
     uvicorn.run(app, host=host, port=port, log_level="warning")

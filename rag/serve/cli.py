@@ -203,6 +203,13 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return bench_main(args)
 
 
+def _cmd_mcp(args: argparse.Namespace) -> int:
+    from .mcp import run_stdio
+
+    run_stdio()
+    return 0
+
+
 def _cmd_serve(args: argparse.Namespace) -> int:
     from .ui import launch
 
@@ -260,6 +267,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .users import register as users_commands
 
     users_commands(sub)  # rag users add/list/remove/rotate
+
+    p = sub.add_parser("mcp", help="serve MCP over stdio, for a desktop client to launch (with users: RAG_MCP_KEY is the user's key)")
+    p.set_defaults(func=_cmd_mcp)
 
     p = sub.add_parser("serve", help="start the chat UI and the OpenAI-compatible API (/v1) on one port")
     p.add_argument("--host", default="127.0.0.1", help="address to bind; 0.0.0.0 opens it to the network (set RAG_API_KEY)")

@@ -625,7 +625,7 @@ def launch(host: str = "127.0.0.1", port: int = 7860) -> None:
     demo = build(pipeline, admission, users=users, history=history)
     demo.queue(default_concurrency_limit=1, max_size=QUEUE_SIZE)
     who = f"{len(users.list())} users from {settings.users_file}" if users is not None else "no users file: one user, everything readable"
-    print(f"rag chat UI ready on http://{host}:{port} (OpenAI-compatible API at /v1; {who})", flush=True)
+    print(f"rag chat UI ready on http://{host}:{port} (OpenAI-compatible API at /v1, MCP at /mcp/; {who})", flush=True)
     from .api import serve
 
     login = dict(auth=users.check_password, auth_message="Sign in with your user name and the key `rag users add` printed.") if users is not None else {}
