@@ -402,6 +402,22 @@ def test_an_admin_picks_a_collection_and_sees_uploads(team, chromium):
         )
         text = page.locator("#rag-chat").inner_text()
         assert "7,350" not in text and "12,800" not in text  # alpha's and beta's figures: not in gamma
+
+        # the conversation is saved: after a reload (a new session) it is listed, reopens, and its owner deletes it
+        page.reload()
+        page.get_by_text("Signed in as root (admin)").wait_for(timeout=60_000)
+        page.locator("#rag-conversations input").click()
+        saved = page.get_by_role("option", name=re.compile("What bonus did Northwind Corp pay its engineers"))
+        saved.first.wait_for(timeout=10_000)
+        saved.first.click()
+        page.wait_for_function("() => document.querySelectorAll('#rag-chat .rag-user').length === 1", timeout=30_000)
+        page.click("#rag-delete")
+        page.wait_for_function("() => document.querySelectorAll('#rag-chat .rag-user').length === 0", timeout=30_000)
+        page.reload()
+        page.get_by_text("Signed in as root (admin)").wait_for(timeout=60_000)
+        page.locator("#rag-conversations input").click()
+        page.wait_for_timeout(1000)
+        assert page.get_by_role("option", name=re.compile("What bonus did Northwind Corp pay its engineers")).count() == 0
     finally:
         context.close()
 
