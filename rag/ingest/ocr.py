@@ -71,6 +71,11 @@ class OcrReader:
             **{k: str(v) for k, v in paths.items()},
             "Global.use_cls": False,
             "Global.log_level": "error",
+            # The detector sees the image at its own scale, up to 2000 px (RapidOCR's own cap). Its
+            # default scales the short side up to 736 px: a one-line strip of 1100 x 150 became
+            # 5400 x 736, 1.5-3.5 s for one line. A full page is not resized either way.
+            "Det.limit_type": "max",
+            "Det.limit_side_len": 2000,
             "EngineConfig.onnxruntime.intra_op_num_threads": threads,
             "EngineConfig.onnxruntime.inter_op_num_threads": 1,
         })
