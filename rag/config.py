@@ -153,6 +153,23 @@ class Settings(BaseSettings):
     history_conversations: int = Field(50, ge=1, le=10_000, description="conversations kept per user; the oldest go first")
     history_messages: int = Field(200, ge=2, le=10_000, description="messages kept per conversation; the oldest go first")
 
+    # -- OCR (rag/ingest/ocr.py: RapidOCR, chosen in benchmarks/ocr.md) ------------------------
+    ocr_page_timeout_s: float = Field(
+        60.0, gt=0,
+        description="longest OCR may read one page; a page over it is reported by number and left empty, the rest of the "
+        "file kept. A full 200-dpi page took 2.8-9.9 s here (benchmarks/ocr.md): 60 s is 6x the slowest, room for a busy machine",
+    )
+    ocr_max_pages: int = Field(
+        100, ge=1,
+        description="pages read by OCR per file; later ones are reported, not read: 100 pages at ~6 s each (benchmarks/ocr.md) "
+        "are ~10 minutes of two cores for one file",
+    )
+    ocr_dpi: int = Field(
+        200, ge=72, le=600,
+        description="resolution a PDF page without text is rendered at for OCR: a scanner's usual setting, and the one "
+        "benchmarks/ocr.py measured (10 pt text is 28 px high)",
+    )
+
     # -- limits ---------------------------------------------------------------------------
     max_question_chars: int = Field(2000, ge=10, description="longer questions are refused before any work")
     max_new_tokens: int = Field(48, ge=1, le=512, description="an answer over 25 words is rejected anyway; 10 tokens cost ~0.5 s")

@@ -23,6 +23,7 @@ class Document(BaseModel):
     path: str
     sha256: str = Field(description="of the file's bytes, to notice a changed file")
     pages: list[int] = Field([], description="character offset in `text` where each page starts; empty if unpaged")
+    ocr_pages: list[int] = Field([], description="1-based pages whose text OCR read (every page of an image); empty if none")
     added_at: float = Field(0.0, description="when it entered the index (Unix time); 0 if unknown")
     collection: str = Field(DEFAULT_COLLECTION, description="who may read it: a subfolder of corpus/, or `rag add --collection`")
 
@@ -79,6 +80,7 @@ class Citation(BaseModel):
     end: int
     score: float
     page: int | None = Field(None, description="1-based page the passage starts on; None for an unpaged document")
+    ocr: bool = Field(False, description="the passage's page was read by OCR (a scan or an image): its text may hold misread characters")
     highlight: tuple[int, int] | None = Field(
         None, description="for a refusal's related passage: the reader's best span in `text` (start, end), which the policy would not state"
     )

@@ -73,17 +73,19 @@ def best_supporting(answer: str, evidence: list[Evidence]) -> list[int]:
 
 
 def to_citation(n: int, e: Evidence, document: Document) -> Citation:
-    """Passage `n` of an answer: the evidence sentence, with its document's title and page.
+    """Passage `n` of an answer: the evidence sentence, with its document's title and page, and
+    whether OCR read that page.
 
     >>> from rag.types import Sentence
     >>> doc = Document(doc_id="d", title="T", text="Page one. Page two.", path="", sha256="", pages=[0, 10])
     >>> s = Sentence(doc_id="d", sentence_id=1, chunk_id=0, text="Page two.", start=10, end=19)
-    >>> to_citation(1, Evidence(sentence=s, score=1.0, dense=0.5, overlap=0.5), doc).page
-    2
+    >>> c = to_citation(1, Evidence(sentence=s, score=1.0, dense=0.5, overlap=0.5), doc.model_copy(update={"ocr_pages": [2]}))
+    >>> c.page, c.ocr
+    (2, True)
     """
     s = e.sentence
     page = bisect.bisect_right(document.pages, s.start) if document.pages else None
     return Citation(
         n=n, doc_id=s.doc_id, title=document.title, chunk_id=s.chunk_id, text=s.text, start=s.start, end=s.end,
-        score=round(e.score, 4), page=page,
+        score=round(e.score, 4), page=page, ocr=page is not None and page in document.ocr_pages,
     )

@@ -6,11 +6,15 @@ import hashlib
 import logging
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, Field
 
 from ..ingest import ConversionError, converter_for, supported_suffixes
 from ..types import DEFAULT_COLLECTION, Document
+
+if TYPE_CHECKING:
+    from ..config import Settings
 
 log = logging.getLogger(__name__)
 
@@ -156,16 +160,18 @@ def content_key(text: str) -> str:
     return hashlib.sha256(" ".join(text.split()).encode("utf-8")).hexdigest()
 
 
-def read_document(path: Path, max_file_bytes: int) -> tuple[Document | None, list[CorpusProblem]]:
+def read_document(path: Path, max_file_bytes: int, settings: "Settings | None" = None) -> tuple[Document | None, list[CorpusProblem]]:
     """One file through its converter (picked by suffix): the Document, or None and the reason.
 
     Never raises for a bad file: unsupported type, over the size limit, unreadable, damaged,
     encrypted, empty or without text each come back as a CorpusProblem naming the file, so one
-    bad file never stops the others. Repairs (e.g. decoding with replacement) come back too.
+    bad file never stops the others. Repairs (e.g. decoding with replacement, a page OCR could
+    not read in time) come back too. `settings` reach the converters that use them (OCR's
+    limits); without them those read Settings() from the environment.
     """
     name = path.name
     try:
-        converter = converter_for(path)
+        converter = converter_for(path, settings)
     except ConversionError as err:
         return None, [CorpusProblem(name=name, action="skipped", reason=str(err))]
     try:
@@ -189,22 +195,27 @@ def read_document(path: Path, max_file_bytes: int) -> tuple[Document | None, lis
         path=str(path),
         sha256=hashlib.sha256(data).hexdigest(),
         pages=extracted.pages,
+        ocr_pages=extracted.ocr_pages,
     )
     return doc, problems
 
 
-def read_into(path: Path, max_file_bytes: int, collection: str | None, corpus_dir: Path | None) -> tuple[Document | None, list[CorpusProblem]]:
+def read_into(
+    path: Path, max_file_bytes: int, collection: str | None, corpus_dir: Path | None, settings: "Settings | None" = None
+) -> tuple[Document | None, list[CorpusProblem]]:
     """`read_document`, in its collection: a file of the corpus folder is in its folder's
     collection (asking for another one is a problem, since the folder says who may read it);
     any other file is in `collection`, or the default one."""
     folder = collection_of(path, corpus_dir)
     if folder is not None and collection is not None and collection != folder:
         return None, [CorpusProblem(name=path.name, action="skipped", reason=f"it is in the corpus folder's {folder!r} collection, not {collection!r}: move the file instead")]
-    doc, problems = read_document(path, max_file_bytes)
+    doc, problems = read_document(path, max_file_bytes, settings)
     return (None if doc is None else in_collection(doc, folder or collection or DEFAULT_COLLECTION)), problems
 
 
-def load_corpus(corpus_dir: Path, max_file_bytes: int = 5_000_000, indexed: dict[str, str] | None = None) -> Corpus:
+def load_corpus(
+    corpus_dir: Path, max_file_bytes: int = 5_000_000, indexed: dict[str, str] | None = None, settings: "Settings | None" = None
+) -> Corpus:
     """Read the corpus folder.
 
     Nothing is skipped silently: every file that is not indexed unchanged gets a CorpusProblem,
@@ -214,6 +225,7 @@ def load_corpus(corpus_dir: Path, max_file_bytes: int = 5_000_000, indexed: dict
         indexed: file name -> sha256 of the bytes the index holds for it. A file whose bytes
             still hash to that is only hashed, not converted (a start over thousands of PDFs
             reads them, it does not parse them); its name goes to `Corpus.unchanged`.
+        settings: for the converters that use them (OCR's limits); see `read_document`.
 
     Raises:
         EmptyCorpusError: the folder is missing or holds no usable document.
@@ -228,7 +240,7 @@ def load_corpus(corpus_dir: Path, max_file_bytes: int = 5_000_000, indexed: dict
         if indexed and name in indexed and _sha256(path) == indexed[name]:
             unchanged.append(name)
             continue
-        doc, found = read_document(path, max_file_bytes)
+        doc, found = read_document(path, max_file_bytes, settings)
         problems += found
         if doc is None:
             continue

@@ -31,6 +31,7 @@ class Extracted(BaseModel):
     text: str
     title: str = Field("", description="the document's own title where the format has one, else empty (first line is used)")
     pages: list[int] = Field([], description="character offset in `text` where each page starts (PDF); empty if unpaged")
+    ocr_pages: list[int] = Field([], description="1-based numbers of the pages whose text OCR read (every page of an image)")
     repairs: list[Repair] = Field([], description="what had to be done to read the file (reported, the file is still used)")
 
 
