@@ -275,10 +275,11 @@ def test_pdf_blank_page_keeps_its_offset():
     assert out.pages == [0, len(first) + 2, len(first) + 4]
 
 
-def test_pdf_scanned_without_text_layer_is_rejected(tmp_path):
+def test_pdf_of_blank_pages_without_text_layer_is_rejected(tmp_path):
+    """Its pages go to OCR (tests/test_ocr.py reads real scans), which finds nothing on them."""
     path = tmp_path / "scan.pdf"
     path.write_bytes(make_pdf([None, None]))
-    with pytest.raises(ConversionError, match="^no extractable text: scanned PDFs need OCR, which is not supported$"):
+    with pytest.raises(ConversionError, match="^no text found by OCR$"):
         convert_file(path)
 
 

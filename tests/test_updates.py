@@ -163,12 +163,12 @@ def _bad_files(folder: Path) -> dict[str, str]:
     files = {
         "corrupt.pdf": (b"%PDF-1.4\n1 0 obj << /Type /Catalog >> garbage", "damaged PDF"),
         "locked.pdf": (encrypt_pdf(good, "secret"), "encrypted PDF: it needs a password"),
-        "scan.pdf": (make_pdf([None, None]), "no extractable text: scanned PDFs need OCR, which is not supported"),
+        "scan.pdf": (make_pdf([None, None]), "no text found by OCR"),
         "empty.txt": (b"", "empty"),
         "huge.txt": (b"word " * 7000, "over the 30000-byte limit"),
         "bomb.docx": (zip_bytes({"[Content_Types].xml": b"<Types/>", "word/document.xml": b"\0" * (20 * 1024 * 1024)}), "zip bomb"),
         "scripts.html": (b"<html><head><script>var a = 1;</script></head><body><script>alert('x')</script><style>p{}</style></body></html>", "no extractable text"),
-        "photo.png": (b"\x89PNG\r\n\x1a\n", "unsupported file type '.png'"),
+        "photo.png": (b"\x89PNG\r\n\x1a\n", "not a readable image"),
     }
     for name, (data, _) in files.items():
         (folder / name).write_bytes(data)

@@ -26,7 +26,7 @@ def test_add_uploads_sanitizes_names_and_keeps_rejected_files_out(fake_pipeline,
     assert not (corpus.parent.parent / "llamas.txt").exists()
     reasons = {p.name: p.reason for p in report.problems}
     assert set(reasons) == {"empty.txt", "photo.png"}
-    assert "empty" in reasons["empty.txt"] and reasons["photo.png"].startswith("unsupported file type '.png'")
+    assert "empty" in reasons["empty.txt"] and reasons["photo.png"].startswith("not a readable image")
     assert not (corpus / "empty.txt").exists() and not (corpus / "photo.png").exists()
     answer = pipeline.answer("How many llamas does the farm near Oslo keep?")
     assert any(c.doc_id == "llamas" for c in answer.citations + answer.closest)
