@@ -136,7 +136,7 @@ class Pipeline:
         with self._lock:
             if self._index is None:
                 indexed = indexed_files(self.settings.index_dir)  # files that did not change are not converted again
-                corpus = load_corpus(self.settings.corpus_dir, self.settings.max_file_bytes, indexed)  # type: ignore[arg-type]
+                corpus = load_corpus(self.settings.corpus_dir, self.settings.max_file_bytes, indexed, settings=self.settings)  # type: ignore[arg-type]
                 self._index = ensure_index(corpus, self.embedder, self.settings)
             return self._index
 
@@ -285,7 +285,7 @@ class Pipeline:
         base = self.index  # an index to add to: loaded, or built from the corpus folder
         documents, problems = [], []
         for path in paths:
-            doc, found = read_into(path, self.settings.max_file_bytes, collection, self.settings.corpus_dir)
+            doc, found = read_into(path, self.settings.max_file_bytes, collection, self.settings.corpus_dir, settings=self.settings)
             problems += found
             if doc is not None:
                 documents.append(doc)
@@ -328,7 +328,7 @@ class Pipeline:
             staged = Path(temp).with_name(name) if Path(temp).name != name else Path(temp)
             if staged != Path(temp):
                 shutil.copyfile(temp, staged)
-            doc, found = read_document(staged, self.settings.max_file_bytes)
+            doc, found = read_document(staged, self.settings.max_file_bytes, settings=self.settings)
             problems += found
             if doc is None:
                 continue

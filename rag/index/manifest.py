@@ -721,7 +721,7 @@ def ensure_index(corpus: Corpus, embedder: Encoder, settings: Settings, rebuild:
         if corpus.unchanged:  # files skipped as already indexed: a rebuild needs their text
             from .corpus import load_corpus
 
-            corpus = load_corpus(settings.corpus_dir, settings.max_file_bytes)  # type: ignore[arg-type]
+            corpus = load_corpus(settings.corpus_dir, settings.max_file_bytes, settings=settings)  # type: ignore[arg-type]
         index = Index.build(corpus, embedder, settings, progress=progress)
         index._save_locked(index_dir)
     log.info("index: built %d chunks, %d sentences from %d documents", len(index.chunks), len(index.sentences), len(index.documents))

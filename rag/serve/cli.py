@@ -20,7 +20,7 @@ def _cmd_index(args: argparse.Namespace) -> int:
 
     settings = Settings()
     indexed = {} if args.rebuild else indexed_files(settings.index_dir)  # unchanged files are not converted again
-    corpus = load_corpus(settings.corpus_dir, settings.max_file_bytes, indexed)  # type: ignore[arg-type]
+    corpus = load_corpus(settings.corpus_dir, settings.max_file_bytes, indexed, settings=settings)  # type: ignore[arg-type]
     for problem in corpus.problems:
         print(f"warning: {problem}", file=sys.stderr)
     index = ensure_index(corpus, Embedder.from_settings(settings), settings, rebuild=args.rebuild, progress=True)
@@ -41,7 +41,7 @@ def _open_index(settings):
     try:
         Index.load(settings.index_dir, lazy=True).check_settings(embedder, settings)
     except StaleIndex:
-        corpus = load_corpus(settings.corpus_dir, settings.max_file_bytes)  # type: ignore[arg-type]
+        corpus = load_corpus(settings.corpus_dir, settings.max_file_bytes, settings=settings)  # type: ignore[arg-type]
         ensure_index(corpus, embedder, settings, progress=True)
     return embedder
 
@@ -56,7 +56,7 @@ def _cmd_add(args: argparse.Namespace) -> int:
     embedder = _open_index(settings)
     documents = []
     for path in files:
-        doc, found = read_into(path, settings.max_file_bytes, collection, settings.corpus_dir)
+        doc, found = read_into(path, settings.max_file_bytes, collection, settings.corpus_dir, settings=settings)
         problems += found
         if doc is not None:
             documents.append(doc)
