@@ -184,7 +184,7 @@ def _cmd_ask(args: argparse.Namespace) -> int:
     if shown:
         print("\nSources:" if answer.citations else "\nMay be related (the reader's best guess in *stars*, not stated as the answer):")
         for c in shown:
-            where = f"page {c.page}, " if c.page is not None else ""
+            where = (f"page {c.page}, " if c.page is not None else "") + ("read by OCR, " if c.ocr else "")
             text = c.text if not c.highlight else f"{c.text[: c.highlight[0]]}*{c.text[c.highlight[0] : c.highlight[1]]}*{c.text[c.highlight[1] :]}"
             print(f"  [{c.n}] {c.title} ({c.doc_id}, {where}chars {c.start}-{c.end})\n      \"{text}\"")
     print(f"\n({answer.route}: {answer.reason}; {answer.timings.get('total', 0):.2f} s)")  # why, e.g. which LLM server failed

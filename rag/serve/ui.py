@@ -264,7 +264,7 @@ def render_source(document: Document | None, citation: Citation | None = None) -
     else:
         s, e = citation.start, citation.end
         body = f"{html.escape(text[:s])}<mark>{html.escape(text[s:e])}</mark>{html.escape(text[e:])}"
-        page = f" · page {citation.page}" if citation.page is not None else ""
+        page = (f" · page {citation.page}" if citation.page is not None else "") + (" · read by OCR" if citation.ocr else "")
         meta = f"[{citation.n}] {document.doc_id}{page} · characters {s}–{e}"
     return (f'<div class="rag-viewer"><div class="rag-doc-title">{html.escape(document.title)}</div>'
             f'<div class="rag-doc-meta">{html.escape(meta)}</div><div class="rag-doc">{body}</div></div>')
