@@ -199,7 +199,7 @@ def test_a_start_converts_only_files_that_changed(root, monkeypatch):
     first = ensure_index(load_corpus(settings.corpus_dir), embedder, settings)
     converted = []
     real = rag.index.corpus.read_document
-    monkeypatch.setattr(rag.index.corpus, "read_document", lambda path, limit: (converted.append(path.name), real(path, limit))[1])
+    monkeypatch.setattr(rag.index.corpus, "read_document", lambda path, limit, settings=None: (converted.append(path.name), real(path, limit, settings))[1])
     corpus = load_corpus(settings.corpus_dir, settings.max_file_bytes, indexed_files(settings.index_dir))
     assert converted == [] and sorted(corpus.unchanged) == ["elm.txt", "harbor.txt"]
     assert ensure_index(corpus, embedder, settings).chunks == first.chunks

@@ -71,7 +71,9 @@ def answer_json(a: Answer) -> dict[str, Any]:
 
 
 def document_uri(doc_id: str) -> str:
-    """>>> document_uri("hr/policy 2024")
+    """The resource URI of a document (its id percent-encoded: ids of collections hold a slash).
+
+    >>> document_uri("hr/policy 2024")
     'rag://documents/hr%2Fpolicy%202024'
     """
     return DOC_URI.format(doc_id=quote(doc_id, safe=""))
