@@ -32,8 +32,9 @@ REPO = Path(__file__).resolve().parents[1]
 CORPUS = REPO / "corpus"
 GOLDEN = REPO / "tests" / "golden" / "golden.jsonl"
 
-# Fixtures that load a real model or start the real app: a test using one is slow.
-REAL_MODEL_FIXTURES = {"embedder", "generator", "pipeline", "reranker", "app_url", "chromium", "llama_server", "llama_cpp_installed"}
+# Fixtures that load a real model or start the real app (or a real Milvus): a test using one is slow.
+REAL_MODEL_FIXTURES = {"embedder", "generator", "pipeline", "reranker", "app_url", "chromium", "llama_server", "llama_cpp_installed",
+                       "milvus_standalone"}
 # Modules only a model load imports; none may appear in a fast run.
 MODEL_MODULES = ("torch", "sentence_transformers", "llama_cpp")
 
@@ -200,6 +201,53 @@ def milvus_server(tmp_path_factory) -> Iterator[str]:
         yield uri
         if Path(f"/proc/{pid}/stat").read_text().split(") ")[-1][:1] in "ZX":
             pytest.fail(f"milvus server died during the module:\n{log.read_text()[-3000:]}")
+
+
+MILVUS_STANDALONE_RUNS: list = []  # each module's server: start time and memory, shown at the end of the run
+
+
+@pytest.fixture(scope="module")
+def milvus_standalone(tmp_path_factory) -> Iterator[str]:
+    """A real Milvus 2.3.5 standalone server (the PyPI `milvus` package's binary; embedded etcd,
+    rocksmq, local storage) with its data in a temporary folder; yields its http://127.0.0.1:N URI.
+
+    Its gRPC ports listen on all interfaces (2.3.5 has no option against it), so it runs in a
+    network namespace of its own (`unshare --net`, or `--user --map-root-user --net` when not root)
+    whose only interface is a loopback; a relay (tests/milvus_standalone.py) joins two sockets
+    bound on this machine's 127.0.0.1 to its proxy and web ports in there. No port of it can be
+    reached from another machine, nor from another test run here. All seven components' `.ip` are
+    127.0.0.1, `common.gracefulStopTimeout` is 1 s and the interim index is off. It is stopped by
+    SIGTERM to Milvus's own pid, once no load/release job is running (one in flight hangs 2.3.5's
+    stop), and a wait: it exits -6 after "All cleanup done"; its pid file must then be gone.
+
+    One per test module, as for `milvus_server`. A machine that cannot run it (package missing,
+    no network namespaces) skips with the reason, and fails under CI (CI=true); a server that
+    exits, does not answer or does not stop cleanly is always a failure, with its log.
+    """
+    from milvus_standalone import Unavailable, running
+
+    folder = tmp_path_factory.mktemp("milvus-standalone")
+    try:
+        with running(folder) as server:
+            yield server.uri
+            if not server.alive():
+                pytest.fail(f"Milvus standalone died during the module:\n{server.log.read_text()[-3000:]}")
+    except Unavailable as err:
+        message = f"no Milvus standalone server: {err}"
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail(message)
+        pytest.skip(message)
+    except RuntimeError as err:
+        pytest.fail(str(err))
+    MILVUS_STANDALONE_RUNS.append(server)
+
+
+def pytest_terminal_summary(terminalreporter):
+    for server in MILVUS_STANDALONE_RUNS:
+        terminalreporter.write_line(
+            f"milvus standalone ({server.data_dir.parent.name}): up in {server.start_s:.1f} s, RSS {server.rss_idle_mb:.0f} MB idle, "
+            f"peak {server.rss_peak_mb:.0f} MB; stopped in {server.stats.get('stop_s', '?')} s, {server.stats.get('exit', '?')}"
+        )
 
 
 @pytest.fixture(scope="session")
