@@ -1,5 +1,6 @@
 """The VectorStore contract, run for real against every store in STORES (FAISS exact and IVF,
-Milvus Lite in-process, and a Milvus server in its own process reached by an http URI).
+Milvus Lite in-process, and two Milvus servers in their own processes reached by an http URI:
+milvus-lite's gRPC server and a real Milvus 2.3.5 standalone).
 
 Defined here where the protocol leaves a choice:
   - padding: a search for more rows than stored pads with id -1 and score -inf;
@@ -17,11 +18,13 @@ from rag.store import STORES, StoreError, VectorStore, new_store, open_store
 DIM = 16
 
 # Every registered store, plus FAISS forced onto its two approximate paths (ann_threshold=0) and Milvus on a
-# server ("server": the milvus_server fixture's URI).
+# server: milvus-lite's ("server": the milvus_server fixture's URI) and a real Milvus standalone
+# ("standalone": the milvus_standalone fixture's).
 VARIANTS = [pytest.param((kind, {}), id=kind) for kind in sorted(STORES)] + [
     pytest.param(("faiss", {"ann_threshold": 0, "ann": "pq"}), id="faiss-pq"),
     pytest.param(("faiss", {"ann_threshold": 0, "ann": "ivf"}), id="faiss-ivf"),
     pytest.param(("milvus", {"uri": "server"}), id="milvus-server"),
+    pytest.param(("milvus", {"uri": "standalone"}), id="milvus-standalone", marks=pytest.mark.slow),  # ~4 s a test
 ]
 
 
@@ -34,8 +37,8 @@ def unit(n: int, seed: int = 0, dim: int = DIM) -> np.ndarray:
 def make(request):
     """make() -> an empty store of this variant; stores are closed after the test."""
     kind, options = request.param
-    if options.get("uri") == "server":
-        options = {**options, "uri": request.getfixturevalue("milvus_server")}
+    if options.get("uri") in ("server", "standalone"):
+        options = {**options, "uri": request.getfixturevalue(f"milvus_{options['uri']}")}
     made = []
 
     def factory(dim: int = DIM) -> VectorStore:

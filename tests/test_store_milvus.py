@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -75,3 +76,36 @@ def test_collection_gone_or_resized_is_a_store_error(tmp_path):
     wrong.close()
     with pytest.raises(StoreError, match="holds vectors of size 16, expected 8"):
         MilvusStore(DIM, uri=uri, collection="c")
+
+
+def test_standalone_server_is_reachable_only_through_its_loopback_bridge(milvus_standalone):
+    """Milvus 2.3.5 listens on every interface for its gRPC ports, whatever `*.ip` says; in the
+    fixture's network namespace none of them answers on any of this machine's addresses, and the
+    client reaches the proxy only through the port bridged on 127.0.0.1."""
+    import socket
+
+    from pymilvus import MilvusClient
+
+    from milvus_standalone import RUNNING, host_addresses, listening
+
+    server = RUNNING[milvus_standalone]
+    assert os.readlink(f"/proc/{server.pid}/ns/net") != os.readlink("/proc/self/ns/net"), "not in a network namespace of its own"
+    inside = listening(server.pid)  # its own namespace, read through /proc
+    assert any(addr in ("0.0.0.0", "::") for addr, _ in inside), f"no wildcard listener, the reason for the namespace: {inside}"
+    ports = {port for _, port in inside} - {port for _, port in listening()}  # a host process may hold the same number
+    addresses = host_addresses()
+    assert "127.0.0.1" in addresses and len(ports) >= 8, (addresses, inside)
+    reachable = []
+    for address in addresses:
+        for port in sorted(ports):
+            try:
+                socket.create_connection((address, port), timeout=1).close()
+                reachable.append(f"{address}:{port}")
+            except OSError:
+                pass
+    assert not reachable, f"Milvus ports reachable outside its namespace: {reachable}"
+    bridged = int(milvus_standalone.rsplit(":", 1)[1])
+    assert ("127.0.0.1", bridged) in listening() and not any(port == bridged for addr, port in listening() if addr != "127.0.0.1")
+    client = MilvusClient(uri=milvus_standalone)
+    assert isinstance(client.list_collections(), list)
+    client.close()

@@ -266,6 +266,53 @@ def test_milvus_lite_index_updates_and_migrates(tiny, tmp_path):
     assert back.manifest.store == "faiss" and set(back.documents) == {"harbor", "llamas"}
 
 
+# Milvus servers the index is tested on: milvus-lite's gRPC server and a real Milvus 2.3.5 standalone.
+MILVUS_SERVERS = ["milvus_server", pytest.param("milvus_standalone", marks=pytest.mark.slow)]
+
+
+@pytest.fixture(params=MILVUS_SERVERS)
+def milvus_uri(request) -> str:
+    return request.getfixturevalue(request.param)
+
+
+def server_collections(version: Index) -> set[str]:
+    """The server collections that an index version's segments use."""
+    return {store.collection for seg in version.segments for store in (seg.chunk_store, seg.sentence_store)}
+
+
+def test_migrate_to_a_milvus_server_and_back(tiny, tmp_path, milvus_standalone, monkeypatch):
+    """`migrate` from FAISS into collections on a real Milvus server (RAG_MILVUS_URI), an update
+    there, and back. (Not on milvus-lite's server too: pymilvus 3 keeps an idle shared connection
+    per URI, which that server's gRPC then refuses with "Too many pings" in the next test.)"""
+    from pymilvus import MilvusClient
+
+    settings, embedder, before = tiny
+    milvus_uri = milvus_standalone
+    monkeypatch.setenv("RAG_MILVUS_URI", milvus_uri)
+    client = MilvusClient(uri=milvus_uri)
+    others = set(client.list_collections())  # the server is shared with other tests
+    moved = migrate_index(settings, "milvus")
+    segment = settings.index_dir / "segments" / moved.manifest.segments[0].name
+    assert moved.manifest.store == "milvus" and not (segment / "chunks" / "milvus.db").exists()
+    assert json.loads((segment / "chunks" / "milvus.json").read_text())["uri"] == milvus_uri
+    assert set(client.list_collections()) - others == server_collections(moved)
+    moved.close()
+    loaded = Index.load(settings.index_dir)
+    assert loaded.manifest.store == "milvus" and loaded.chunks == before.chunks
+    q = embedder.encode_query("ferry passengers")
+    assert (loaded.chunk_store.search(q[None], 3)[1] == before.chunk_store.search(q[None], 3)[1]).all()
+    loaded.close()
+    (tmp_path / "in" / "llamas.txt").write_text(LLAMAS, encoding="utf-8")
+    index, report = update_index(settings, embedder, add=_docs(tmp_path / "in" / "llamas.txt")[0], remove=["elm"])
+    assert report.added == ["llamas"] and index.chunk_store.count() == len(index.chunks)
+    assert Retriever(index, embedder, settings).search("How many llamas?", 1)[0].chunk.doc_id == "llamas"
+    index.close()
+    back = migrate_index(settings, "faiss")
+    assert back.manifest.store == "faiss" and set(back.documents) == {"harbor", "llamas"}
+    assert Retriever(back, embedder, settings).search("How many llamas?", 1)[0].chunk.doc_id == "llamas"
+    client.close()
+
+
 SERVER_ADD_SCRIPT = """
 import sys
 sys.path[:0] = [{tests!r}]
@@ -282,24 +329,24 @@ print(",".join(report.added), index.manifest.n_chunks, flush=True)
 """
 
 
-def test_an_index_on_a_milvus_server_is_shared_by_two_processes(tmp_path, milvus_server, monkeypatch):
+def test_an_index_on_a_milvus_server_is_shared_by_two_processes(tmp_path, milvus_uri, monkeypatch):
     """With RAG_MILVUS_URI set, the segments' stores are collections on the server: a second
     process adds a document while this one holds the index open (Milvus Lite would refuse); the
     open version keeps working (the segments it reads outlive it by one change), this process then
     sees the new one, and collections of segments no version needs are dropped from the server."""
     from pymilvus import MilvusClient
 
-    monkeypatch.setenv("RAG_MILVUS_URI", milvus_server)
+    monkeypatch.setenv("RAG_MILVUS_URI", milvus_uri)
     root = tmp_path / "root"
     (root / "corpus").mkdir(parents=True)
     for name, text in TINY_CORPUS.items():
         (root / "corpus" / name).write_text(text, encoding="utf-8")
     settings, embedder = make_settings(root, store="milvus"), HashEmbedder()
-    client = MilvusClient(uri=milvus_server)
+    client = MilvusClient(uri=milvus_uri)
     others = set(client.list_collections())  # the server is shared with other tests
     index = ensure_index(load_corpus(settings.corpus_dir), embedder, settings)
     ours = lambda: sorted(set(client.list_collections()) - others)  # noqa: E731
-    assert len(ours()) == 2 and index.chunk_store.stores[0].uri == milvus_server
+    assert len(ours()) == 2 and index.chunk_store.stores[0].uri == milvus_uri
     held = Retriever(index, embedder, settings)
     assert held.search("ferry passengers", 1)[0].chunk.doc_id == "harbor"
 
@@ -307,7 +354,7 @@ def test_an_index_on_a_milvus_server_is_shared_by_two_processes(tmp_path, milvus
     (tmp_path / "in" / "llamas.txt").write_text(LLAMAS, encoding="utf-8")
     script = SERVER_ADD_SCRIPT.format(tests=str(REPO / "tests"), root=str(root), path=str(tmp_path / "in" / "llamas.txt"))
     out = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=120,
-                         env={**os.environ, "PYTHONPATH": str(REPO), "RAG_MILVUS_URI": milvus_server})
+                         env={**os.environ, "PYTHONPATH": str(REPO), "RAG_MILVUS_URI": milvus_uri})
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.split()[0] == "llamas"
     assert held.search("ferry passengers", 1)[0].chunk.doc_id == "harbor"  # the open index is untouched
@@ -315,12 +362,9 @@ def test_an_index_on_a_milvus_server_is_shared_by_two_processes(tmp_path, milvus
     now = Index.load(settings.index_dir, reuse=index)
     assert set(now.documents) == {"elm", "harbor", "llamas"}
     assert Retriever(now, embedder, settings).search("How many llamas does the farm keep?", 1)[0].chunk.doc_id == "llamas"
-    def collections(version):
-        return {store.collection for seg in version.segments for store in (seg.chunk_store, seg.sentence_store)}
-
-    assert set(ours()) == collections(now) | collections(index)  # the merged-away segment stays one change
+    assert set(ours()) == server_collections(now) | server_collections(index)  # the merged-away segment stays one change
     removed, report = update_index(settings, embedder, remove=["llamas"], base=now)
-    assert set(ours()) == collections(removed) | collections(now) and "llamas" not in removed.documents
-    assert not collections(index) & set(ours()) - collections(now)  # two changes old: dropped
+    assert set(ours()) == server_collections(removed) | server_collections(now) and "llamas" not in removed.documents
+    assert not server_collections(index) & set(ours()) - server_collections(now)  # two changes old: dropped
     removed.close()
     client.close()
