@@ -38,8 +38,13 @@ def seed(tmp_path_factory, pipeline):
     return root
 
 
-def run(coro):
-    return anyio.run(coro)
+def run(coro, *args):
+    """Run an async client session on a thread of its own: Playwright's sync API (the browser
+    tests of the same session) keeps an event loop running on the main thread."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(anyio.run, coro, *args).result()
 
 
 def test_stdio_tools_answer_refuse_search_and_open_a_citation(seed):

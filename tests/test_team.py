@@ -424,7 +424,6 @@ def test_an_admin_picks_a_collection_and_sees_uploads(team, chromium):
 
 # -- MCP over streamable HTTP at /mcp/, behind the same keys ----------------------------------------
 def test_mcp_over_http_answers_as_the_keys_user(team):
-    import anyio
     import httpx2
     from mcp import Client
     from mcp.client.streamable_http import streamable_http_client
@@ -455,5 +454,7 @@ def test_mcp_over_http_answers_as_the_keys_user(team):
             own = docs[0]
             assert (await client.read_resource(own["uri"])).contents[0].text.startswith(own["title"])
 
+    from test_mcp import run  # on a thread of its own: Playwright keeps a loop running on this one
+
     for user in sorted(USERS):
-        anyio.run(session, user)
+        run(session, user)

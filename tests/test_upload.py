@@ -46,7 +46,7 @@ def test_upload_through_the_app_then_cite_the_pdf_with_its_page(tmp_path, embedd
         client = Client(app.url, verbose=False)
         status = client.predict(files=[handle_file(str(pdf)), handle_file(str(bad))], api_name="/upload")
         assert "added <b>nordbreen</b>" in status
-        assert "rejected <b>scan.pdf</b>: no extractable text: scanned PDFs need OCR, which is not supported" in status
+        assert "rejected <b>scan.pdf</b>: no text found by OCR" in status  # an image of nothing, read by OCR
         result = client.predict(question="How much ice did the Nordbreen glacier lose?", api_name="/ask")
         cited = [c for c in result["citations"] + result["closest"] if c["doc_id"] == "nordbreen"]
         assert cited and cited[0]["page"] == 4, result
