@@ -261,7 +261,11 @@ class Index:
         return view
 
     def collection_counts(self) -> dict[str, tuple[int, int]]:
-        """Collection -> (documents, chunks), from the manifest."""
+        """Collection -> (documents, chunks), from the manifest (counted once: an Index never changes)."""
+        return dict(self._collection_counts)
+
+    @cached_property
+    def _collection_counts(self) -> dict[str, tuple[int, int]]:
         out: dict[str, tuple[int, int]] = {}
         for d in self.manifest.documents:
             docs, chunks = out.get(d.collection, (0, 0))

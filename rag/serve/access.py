@@ -45,7 +45,7 @@ class Access:
     def may_read(self, collection: str) -> bool:
         return self.collections is None or collection in self.collections
 
-    def scope(self, requested: str | None = None) -> frozenset[str] | None:
+    def scope(self, requested: str | None = None, known: Iterable[str] | None = None) -> frozenset[str] | None:
         """The collections a question is answered from: the one `requested` (a picker's choice)
         if readable, else all this reader's; None means every collection.
 
@@ -53,11 +53,12 @@ class Access:
         frozenset({'hr'})
 
         Raises:
-            NoCollection: `requested` is not readable (or does not exist: same message).
+            NoCollection: `requested` is not readable, or not among the `known` collections
+                (the index's), with the same message either way.
         """
         if requested is None or requested == "":
             return self.collections
-        if not self.may_read(requested):
+        if not self.may_read(requested) or (known is not None and requested not in known):
             raise NoCollection(requested)
         return frozenset({requested})
 

@@ -333,9 +333,7 @@ def create_app(
         """The collections this request is answered from (the caller's, or the one asked for)."""
         access: Access = request.state.access
         try:
-            if requested is not None and requested not in collection_counts():
-                raise NoCollection(requested)  # the same words as for one that exists but is not theirs
-            return access.scope(requested)
+            return access.scope(requested, known=collection_counts())
         except NoCollection as err:
             raise ApiError(404, str(err)) from None
 

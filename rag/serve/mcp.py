@@ -101,9 +101,7 @@ def build_server(pipeline: Any, access_of: Callable[[Context], Access], admissio
     def scope(ctx: Context, collection: str | None) -> tuple[Access, frozenset[str] | None]:
         access = access_of(ctx)
         try:
-            if collection is not None and collection not in pipeline.index.collection_counts():
-                raise NoCollection(collection)
-            return access, access.scope(collection)
+            return access, access.scope(collection, known=pipeline.index.collection_counts())
         except NoCollection as err:
             raise ToolError(str(err)) from None
 

@@ -332,9 +332,7 @@ def build(pipeline: Pipeline, admission: Admission | None = None, users: Any = N
 
     def scope_of(access: Access, collection: str | None) -> frozenset[str] | None:
         choice = None if collection in (None, "", ALL_MINE) else collection
-        if choice is not None and choice not in pipeline.index.collection_counts():
-            raise NoCollection(choice)
-        return access.scope(choice)
+        return access.scope(choice, known=pipeline.index.collection_counts())
 
     def owner(access: Access) -> str:
         return access.user or LOCAL_USER
