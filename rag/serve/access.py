@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 ALL = "*"  # in a user's collections: every collection, present and future
 
@@ -41,6 +42,22 @@ class Access:
     def of(cls, name: str, collections: Iterable[str], admin: bool) -> "Access":
         names = frozenset(collections)
         return cls(user=name, collections=None if ALL in names else names, admin=admin)
+
+    @classmethod
+    def of_bearer(cls, users: Any, authorization: str | None) -> "Access | None":
+        """The reader an `Authorization: Bearer <key>` header names among `users`
+        (rag.serve.users.Users); None for a missing, malformed, wrong or revoked key. The key is
+        hashed against every user's salt even when the scheme is wrong, so a refusal takes as long.
+
+        >>> class Users:
+        ...     def authenticate(self, key):
+        ...         return type("U", (), {"name": "ann", "collections": ["hr"], "admin": False})() if key == "k1" else None
+        >>> Access.of_bearer(Users(), "Bearer k1").user, Access.of_bearer(Users(), "Basic k1"), Access.of_bearer(Users(), None)
+        ('ann', None, None)
+        """
+        scheme, _, key = (authorization or "").partition(" ")
+        user = users.authenticate(key.strip() if scheme.lower() == "bearer" else "")
+        return None if user is None else cls.of(user.name, user.collections, user.admin)
 
     def may_read(self, collection: str) -> bool:
         return self.collections is None or collection in self.collections

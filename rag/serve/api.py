@@ -247,11 +247,10 @@ def require_key(api_key: SecretStr | str | None, users: Any = None):
     def check(request: Request) -> None:
         given = request.headers.get("authorization", "")
         if users is not None:
-            scheme, _, key = given.partition(" ")
-            user = users.authenticate(key.strip() if scheme.lower() == "bearer" else "")
-            if user is None:
+            access = Access.of_bearer(users, given)
+            if access is None:
                 raise _Unauthorized()
-            request.state.access = Access.of(user.name, user.collections, user.admin)
+            request.state.access = access
             return
         if expected is not None and not hmac.compare_digest(given.encode(), expected):
             raise _Unauthorized()

@@ -207,11 +207,7 @@ def http_access(users: Any, api_key: Any) -> Callable[[Context], Access]:
     def access_of(ctx: Context) -> Access:
         if users is None:
             return Access.everyone()
-        headers = ctx.headers or {}
-        scheme, _, key = (headers.get("authorization") or "").partition(" ")
-        user = users.authenticate(key.strip()) if scheme.lower() == "bearer" else None
-        if user is None:
-            return Access(user="", collections=frozenset(), admin=False)
-        return Access.of(user.name, user.collections, user.admin)
+        access = Access.of_bearer(users, (ctx.headers or {}).get("authorization"))
+        return access if access is not None else Access(user="", collections=frozenset(), admin=False)
 
     return access_of
