@@ -12,7 +12,12 @@ BM25 passage of another article, and another passage of the same article. Listwi
 cross-entropy over the group), as in monoBERT/"Localized Contrastive Estimation".
 
 Articles: the reader's training articles (rag/training/train_reader.py's split); its validation
-articles score the reranker (MRR and hit@1 among 1 + 7 negatives), beside the reader itself used
+articles score the reranker. `--amazon N` adds N groups from SQuADShifts' Amazon reviews (one
+product an article, so the hardest negatives are other reviews of the same product), from products
+that neither the answer policy nor the distractor evaluation set uses; every 10th such product
+is held out to score the reranker on reviews. `--base` may be a trained reranker, to continue
+training it; the record then keeps the base's record and scores both on the same validation
+groups (MRR and hit@1 among 1 + 7 negatives), beside the reader itself used
 as the reranker (its best span's score minus its no-answer score). Seeded, resumable (a checkpoint
 every --save-every steps; rerun with the same --out), writes a JSON record. CPU is the documented
 path (~3 windows/s on 2 cores); a GPU is used when present.
@@ -36,6 +41,28 @@ from rag.training.data import load_squad, split_titles
 from rag.training.train_reader import SQUAD11, SQUAD2
 
 READER = Path(__file__).resolve().parents[1] / "models" / "reader"
+ROOT = Path(__file__).resolve().parents[2]
+AMAZON = Path("qa") / "squadshifts" / "squadshifts-amazon.json.gz"
+DISTRACTOR_CORPUS = ROOT / "tests" / "golden" / "distractor" / "corpus"
+
+
+def held_out_products(data: Path) -> set[str]:
+    """Amazon products (SQuADShifts titles) that the answer policy trains or calibrates on, or
+    that the distractor evaluation set holds: never reranker training data."""
+    from rag.training.train_policy import build_sets
+
+    _, questions = build_sets(data, seed=13, per_article=36, absent_share=0.3)
+    held = {q["article"] for q in questions if q["source"] == "amazon"}
+    # benchmarks/make_distractor_set.py writes product_reviews_<number>_<review>.txt
+    held |= {f"Amazon_Reviews_{m.group(1)}" for f in DISTRACTOR_CORPUS.glob("product_reviews_*.txt") if (m := re.match(r"product_reviews_(\d+)_", f.name))}
+    return held
+
+
+def relative(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(ROOT))
+    except ValueError:
+        return str(path)
 
 
 def pieces(context: str, words: int) -> list[tuple[int, int]]:
@@ -121,11 +148,15 @@ def groups(articles: list[dict], words: int, per_paragraph: int, limit: int, n_n
             if cand and len(negs) < n_neg:
                 negs.append(cand[0])
                 kinds.append(kind)
-        while len(negs) < n_neg:  # an article of one passage: any other passage
+        for _ in range(1000):  # an article of one passage: any other passage
+            if len(negs) >= n_neg:
+                break
             pid = rng.randrange(len(passages.text))
             if usable(pid) and pid not in negs:
                 negs.append(pid)
                 kinds.append("random")
+        if len(negs) < n_neg:
+            continue  # an answer so common ("a") that nearly every passage holds it: no negatives
         out.append({"id": qa["id"], "question": qa["question"].strip(), "positive": passages.text[own[0]],
                     "negatives": [passages.text[pid] for pid in negs], "kinds": kinds})
     return out, passages
@@ -139,6 +170,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--max-len", type=int, default=192)
     p.add_argument("--words", type=int, default=90, help="words per passage piece (rag's 128-token chunks hold ~90)")
     p.add_argument("--questions", type=int, default=1600, help="training groups")
+    p.add_argument("--amazon", type=int, default=0, help="training groups from Amazon reviews (products held out of every evaluation)")
+    p.add_argument("--amazon-val", type=int, default=200, help="validation groups from held-out Amazon products (with --amazon)")
     p.add_argument("--negatives", type=int, default=3)
     p.add_argument("--per-paragraph", type=int, default=1, help="questions taken per paragraph (spreads the groups)")
     p.add_argument("--batch", type=int, default=8, help="groups per step")
@@ -176,7 +209,21 @@ def main(argv: list[str] | None = None) -> dict:
     t0 = time.time()
     train, _ = groups([by_title[t] for t in train_titles], args.words, args.per_paragraph, args.questions, args.negatives, args.seed)
     val, _ = groups([by_title[t] for t in val_titles], args.words, 1, args.val_questions, args.val_negatives, args.seed + 1)
-    print(f"[data] {len(train)} training groups, {len(val)} validation groups ({time.time() - t0:.0f} s)", flush=True)
+    vals = {"val": val}
+    amazon_info = {}
+    if args.amazon:
+        held_products = held_out_products(args.data)
+        products = sorted((a for a in load_squad(args.data / AMAZON) if a["title"] not in held_products), key=lambda a: a["title"])
+        for a in products:
+            a["title"] = "Product reviews " + a["title"].rsplit("_", 1)[-1]  # as the documents' first line names them
+        tr_products = [a for i, a in enumerate(products) if i % 10 != 5]
+        val_products = [a for i, a in enumerate(products) if i % 10 == 5]
+        more, _ = groups(tr_products, args.words, 2, args.amazon, args.negatives, args.seed + 2)
+        vals["val_amazon"], _ = groups(val_products, args.words, 2, args.amazon_val, args.val_negatives, args.seed + 3)
+        train += more
+        amazon_info = {"amazon_train_products": len(tr_products), "amazon_train_groups": len(more), "amazon_val_products": len(val_products),
+                       "amazon_val_groups": len(vals["val_amazon"]), "amazon_excluded_products": len(held_products)}
+    print(f"[data] {len(train)} training groups, {sum(map(len, vals.values()))} validation groups ({time.time() - t0:.0f} s)", flush=True)
 
     tokenizer = AutoTokenizer.from_pretrained(args.base)
     model = AutoModelForSequenceClassification.from_pretrained(args.base, num_labels=1, dtype=torch.float32).to(device)
@@ -199,6 +246,13 @@ def main(argv: list[str] | None = None) -> dict:
         r = [1 + sum(s > row[0] for s in row[1:]) for row in scores]
         return {"n": len(r), "mrr": round(float(np.mean([1 / x for x in r])), 4), "hit@1": round(float(np.mean([x == 1 for x in r])), 4),
                 "hit@3": round(float(np.mean([x <= 3 for x in r])), 4)}
+
+    base_record = args.base / "record.json"
+    before = {}
+    if base_record.exists() and json.loads(base_record.read_text()).get("format", "").startswith("rag-reranker-record"):
+        before = {name: ranks(score(model, rows)) for name, rows in vals.items()}  # the base on the same groups
+        print(f"[base] {before}", flush=True)
+        model.train()
 
     steps = math.ceil(len(train) / args.batch)
     warm = max(1, int(args.warmup * steps))
@@ -239,6 +293,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     t0 = time.time()
     val_scores = ranks(score(model, val))
+    after = {name: ranks(score(model, rows)) for name, rows in vals.items() if name != "val"}
     by_kind = {}
     for kind in sorted({k for r in val for k in r["kinds"]}):
         # how often the positive beats each kind of negative
@@ -246,16 +301,19 @@ def main(argv: list[str] | None = None) -> dict:
         by_kind[kind] = round(float(np.mean([row[0] > row[1] for row in s])), 4)
     record = {
         "format": "rag-reranker-record v1",
-        "base": "rag/models/reader" if args.base.resolve() == READER.resolve() else str(args.base),
+        "base": relative(args.base),
         "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "device": torch.cuda.get_device_name(0) if device.type == "cuda" else f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)",
         "torch": torch.__version__,
         "data": {"train_articles": len(train_titles), "train_groups": len(train), "val_articles": len(val_titles), "val_groups": len(val),
-                 "negative_kinds": sorted({k for r in train for k in r["kinds"]})},
+                 **amazon_info, "negative_kinds": sorted({k for r in train for k in r["kinds"]})},
         "steps": step, "train_seconds": round(train_s, 1), "eval_seconds": round(time.time() - t0, 1),
         "total_seconds": round(time.time() - started, 1), "final_loss": round(float(np.mean(losses[-20:])), 4) if losses else None,
-        "scores": {"val": val_scores, "val_positive_beats": by_kind},
+        "scores": {"val": val_scores, **after, "val_positive_beats": by_kind},
     }
+    if before:
+        record["base_scores"] = before  # the base model on the same validation groups, before this training
+        record["base_record"] = json.loads(base_record.read_text())
     save = args.out / "model"
     model.half().save_pretrained(save, safe_serialization=True)
     tokenizer.save_pretrained(save)
