@@ -21,8 +21,8 @@ script asks it which). The reader and the reranker trained on SQuAD 1.1 only.
   questions ("how is the battery?") that several of them half answer. Subtype "reviews". The
   products are drawn from all 413: only the Wikipedia articles are filtered by `policy_titles`, so
   7 of the 40 (1160, 1345, 1470, 1750, 330, 455, 690) are among the 50 products the answer policy
-  trained or calibrated on. benchmarks/reranker_versions.py reports the reviews without them too;
-  the reranker's `--amazon` training data excludes all 83 products.
+  trained or calibrated on (benchmarks/retrieval.md). The reranker's `--amazon` training data
+  excludes all 83 products.
 """
 
 from __future__ import annotations

@@ -15,10 +15,9 @@ Articles: the reader's training articles (rag/training/train_reader.py's split);
 articles score the reranker. `--amazon N` adds N groups from SQuADShifts' Amazon reviews (one
 product an article, so the hardest negatives are other reviews of the same product), from products
 that neither the answer policy nor the distractor evaluation set uses; every 10th such product
-is held out to score the reranker on reviews. `--base` may be a trained reranker, to continue
-training it; the record then keeps the base's record and scores both on the same validation
-groups (MRR and hit@1 among 1 + 7 negatives), beside the reader itself used
-as the reranker (its best span's score minus its no-answer score). Seeded, resumable (a checkpoint
+is held out to score the reranker on reviews. Scores are MRR and hit@1 among 1 + 7 negatives.
+`--base` may be a trained reranker, to continue training it; the record then keeps the base's
+record and the base's scores on the same validation groups. Seeded, resumable (a checkpoint
 every --save-every steps; rerun with the same --out), writes a JSON record. CPU is the documented
 path (~3 windows/s on 2 cores); a GPU is used when present.
 """
