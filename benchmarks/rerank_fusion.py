@@ -9,7 +9,7 @@ SQuAD 1.1 validation articles and the Amazon products the reranker held out for 
 (rag/training/train_reranker.py, every 10th product it may train on). It is built under the cache
 folder. For every question the fused ranking (dense + BM25, years, copies collapsed) is taken once
 to depth 30 and the shipped int8 reranker scores those 30 passages once; the variants are then
-computed from those numbers, exactly as rag/index/retrieval.py orders them:
+computed from those numbers by rag/index/retrieval.py's own `rerank_order`:
 
 - depth d: the reranker orders the first d fused passages, the rest keep the fused order;
 - weight w: the first d are ordered by 1/(60 + reranker rank) + w/(60 + fused rank) (w = 0 is
@@ -32,6 +32,7 @@ from benchmarks.make_squad_sets import doc_id
 from benchmarks.results_file import result_path
 from rag.config import Settings
 from rag.eval.golden import load_golden, settings_for
+from rag.index.retrieval import rerank_order
 from rag.pipeline import Pipeline
 from rag.training.data import load_squad
 from rag.training.train_reranker import AMAZON, held_out_products
@@ -92,9 +93,7 @@ def measure(path: Path, settings: Settings) -> dict:
         scores = reranker.scores(item.question, [h.chunk.text for h in hits])
         for d in DEPTHS:
             for w in WEIGHTS:
-                first = list(range(min(d, len(hits))))
-                within = {n: rerank_rank_within(n, first, scores) for n in first}
-                head = sorted(first, key=lambda n: (-(1 / (60 + within[n]) + w / (60 + n)), n))
+                head = rerank_order(list(range(min(d, len(hits)))), dict(enumerate(scores)), w, settings.rrf_k)
                 order = head + list(range(len(head), len(hits)))
                 docs = list(dict.fromkeys(hits[n].chunk.doc_id for n in order))
                 gold = set(item.doc_ids)
@@ -109,11 +108,6 @@ def measure(path: Path, settings: Settings) -> dict:
             out[name][g] = {"n": n, "hit@1": round(sum(x == 1 for x in r) / n, 4), "hit@5": round(sum(x is not None and x <= 5 for x in r) / n, 4),
                             "mrr": round(sum(1 / x for x in r if x) / n, 4)}
     return out
-
-
-def rerank_rank_within(n: int, head: list[int], scores: list[float]) -> int:
-    """Rank (0 first) of passage n among `head` by reranker score, ties by fused order."""
-    return sum(1 for m in head if scores[m] > scores[n] or (scores[m] == scores[n] and m < n))
 
 
 def main() -> None:
