@@ -245,13 +245,9 @@ def test_a_kill_during_add_leaves_the_old_index_usable(tiny, tmp_path):
     assert sorted(p.name for p in (settings.index_dir / "segments").iterdir()) == sorted(r.name for r in index.manifest.segments)
 
 
-def test_milvus_lite_index_updates_and_migrates(tiny, tmp_path):
-    """The same updates on Milvus Lite, and `migrate` from FAISS to Milvus and back (for real)."""
-    settings, embedder, before = tiny
-    moved = migrate_index(settings, "milvus")
-    segment = settings.index_dir / "segments" / moved.manifest.segments[0].name
-    assert moved.manifest.store == "milvus" and (segment / "chunks" / "milvus.db").is_dir()
-    moved.close()
+def _milvus_round_trip(settings, embedder, before: Index, tmp_path) -> Index:
+    """After `migrate` to Milvus: the index loads with the same chunks and search results, takes
+    an update (llamas added, elm removed) and migrates back to FAISS; returns the FAISS index."""
     loaded = Index.load(settings.index_dir)
     assert loaded.manifest.store == "milvus" and loaded.chunks == before.chunks
     q = embedder.encode_query("ferry passengers")
@@ -264,6 +260,17 @@ def test_milvus_lite_index_updates_and_migrates(tiny, tmp_path):
     index.close()
     back = migrate_index(settings, "faiss")
     assert back.manifest.store == "faiss" and set(back.documents) == {"harbor", "llamas"}
+    return back
+
+
+def test_milvus_lite_index_updates_and_migrates(tiny, tmp_path):
+    """The same updates on Milvus Lite, and `migrate` from FAISS to Milvus and back (for real)."""
+    settings, embedder, before = tiny
+    moved = migrate_index(settings, "milvus")
+    segment = settings.index_dir / "segments" / moved.manifest.segments[0].name
+    assert moved.manifest.store == "milvus" and (segment / "chunks" / "milvus.db").is_dir()
+    moved.close()
+    _milvus_round_trip(settings, embedder, before, tmp_path)
 
 
 # Milvus servers the index is tested on: milvus-lite's gRPC server and a real Milvus 2.3.5 standalone.
@@ -297,18 +304,7 @@ def test_migrate_to_a_milvus_server_and_back(tiny, tmp_path, milvus_standalone, 
     assert json.loads((segment / "chunks" / "milvus.json").read_text())["uri"] == milvus_uri
     assert set(client.list_collections()) - others == server_collections(moved)
     moved.close()
-    loaded = Index.load(settings.index_dir)
-    assert loaded.manifest.store == "milvus" and loaded.chunks == before.chunks
-    q = embedder.encode_query("ferry passengers")
-    assert (loaded.chunk_store.search(q[None], 3)[1] == before.chunk_store.search(q[None], 3)[1]).all()
-    loaded.close()
-    (tmp_path / "in" / "llamas.txt").write_text(LLAMAS, encoding="utf-8")
-    index, report = update_index(settings, embedder, add=_docs(tmp_path / "in" / "llamas.txt")[0], remove=["elm"])
-    assert report.added == ["llamas"] and index.chunk_store.count() == len(index.chunks)
-    assert Retriever(index, embedder, settings).search("How many llamas?", 1)[0].chunk.doc_id == "llamas"
-    index.close()
-    back = migrate_index(settings, "faiss")
-    assert back.manifest.store == "faiss" and set(back.documents) == {"harbor", "llamas"}
+    back = _milvus_round_trip(settings, embedder, before, tmp_path)
     assert Retriever(back, embedder, settings).search("How many llamas?", 1)[0].chunk.doc_id == "llamas"
     client.close()
 
