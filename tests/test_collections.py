@@ -93,6 +93,7 @@ def test_a_small_collection_is_found_when_others_fill_the_unfiltered_top(tmp_pat
     assert ids[0].tolist()[1:] == [-1, -1] and np.isfinite(scores[0, 0])
 
 
+@pytest.mark.slow  # the CLI builds its pipeline from Settings: the real embedder
 def test_cli_add_list_collections_and_remove(tmp_path, monkeypatch, capsys):
     corpus_at(tmp_path)
     settings = make_settings(tmp_path, reranker="none")
